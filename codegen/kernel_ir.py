@@ -1,0 +1,90 @@
+"""Kernel IR: loops, scalar computations and BLAS calls, before they become text.
+
+Lowering produces these nodes; the emitters print them. Scalar work is a
+:class:`Compute` whose SymPy expression binds its symbols to array elements
+(:class:`Ref`), so passes such as loop fusion and scalarization can see every
+read and write without parsing text.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+import sympy as sp
+
+__all__ = ["Ref", "Compute", "Line", "Loop", "Stmt", "Kernel", "walk_refs"]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """``name[index...]``, or the scalar ``name`` when ``index`` is empty."""
+
+    name: str
+    index: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.name}[{', '.join(self.index)}]" if self.index else self.name
+
+
+@dataclass(frozen=True)
+class Compute:
+    """``target op expr``: ``expr`` is in the symbols bound by ``binds``; op is '=' or '+='."""
+
+    target: Ref
+    expr: sp.Expr
+    binds: tuple[tuple[sp.Symbol, Ref], ...] = ()
+    op: str = "="
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Line:
+    """A statement given as text (allocations, views, BLAS calls, argmax scans).
+
+    ``reads``/``writes`` name the arrays it touches, for the fusion passes.
+    """
+
+    text: str
+    comment: str = ""
+    reads: frozenset[str] = field(default_factory=frozenset)
+    writes: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class Loop:
+    var: str
+    start: str
+    stop: str
+    body: tuple["Stmt", ...]
+    parallel: bool = False
+    comment: str = ""
+
+
+Stmt = Union[Compute, Line, Loop]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One generated function: name, parameters, body, whether it uses prange."""
+
+    name: str
+    params: tuple[str, ...]
+    body: tuple[Stmt, ...]
+    parallel: bool
+    doc: str = ""
+    returns: str = ""
+
+
+def walk_refs(stmts: tuple[Stmt, ...] | list[Stmt]) -> Iterator[tuple[str, Ref, tuple[Loop, ...]]]:
+    """Yield ('read'|'write', ref, enclosing loops) for every Ref in ``stmts``."""
+    def go(body: tuple[Stmt, ...] | list[Stmt], loops: tuple[Loop, ...]) -> Iterator:
+        for s in body:
+            if isinstance(s, Compute):
+                for _, r in s.binds:
+                    yield "read", r, loops
+                if s.op != "=":
+                    yield "read", s.target, loops
+                yield "write", s.target, loops
+            elif isinstance(s, Loop):
+                yield from go(s.body, loops + (s,))
+    yield from go(stmts, ())

@@ -1,0 +1,508 @@
+"""Program -> kernel IR: phases, batch chunks, loop nests, BLAS calls, fusion.
+
+A kernel runs in three phases. Phase A computes what depends on parameters
+alone, once. Phase B runs over the batch in fixed-size chunks (``prange``);
+each chunk accumulates its share of every batch reduction (the parameter
+gradients, the loss sum) into a private accumulator, and the partial sums are
+added in chunk order afterwards, so results do not depend on the thread
+count. Phase C finishes what depends on those sums.
+
+Inside a chunk, contractions big enough to pay for a BLAS call become one
+``np.dot`` over the chunk; everything else runs in a loop over the chunk's
+rows, where adjacent loops over the same features are fused and
+intermediates that never leave the fused loop become scalars (see
+:mod:`codegen.fusion`).
+"""
+from __future__ import annotations
+
+import builtins
+import keyword
+from dataclasses import dataclass
+
+import sympy as sp
+
+from symgrad.ir import (BATCH, ArgMax, Assign, Detach, Einsum, Elementwise, Gather, IRError, Leaf,
+                        Program, Scatter, Value, arg_symbols)
+
+from .fusion import fuse_row_body
+from .kernel_ir import Compute, Kernel, Line, Loop, Ref, Stmt
+
+__all__ = ["Sink", "lower", "GEMM_MIN_WORK", "CHUNK_ESTIMATE"]
+
+#: multiply-adds below which a contraction is emitted as loops, not a BLAS call
+GEMM_MIN_WORK = 8192
+#: rows assumed per chunk when estimating a chunk-level contraction's work
+CHUNK_ESTIMATE = 128
+_RUNTIME = ("sigmoid", "softplus", "xlogy", "chunk_rows")
+
+
+@dataclass(frozen=True)
+class Sink:
+    """Where a program output goes: ``return``ed, into a ``flat`` vector at an offset, or
+    into the ``rows`` of a per-sample output array."""
+
+    key: str
+    kind: str
+    array: str = ""
+    offset: int = 0
+    size: int = 0
+
+
+@dataclass
+class _Store:
+    """How a value is held in the generated code."""
+
+    kind: str              # array | scalar | const | acc
+    name: str = ""
+    expr: sp.Expr | None = None
+    acc_slot: int = 0      # first index in the accumulator (kind acc)
+
+
+class _Namer:
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = set(taken) | set(keyword.kwlist) | set(dir(builtins)) | {
+            "math", "np", "prange", "njit", *_RUNTIME}
+
+    def __call__(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.taken:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        return name
+
+
+def _parse(spec: str) -> tuple[list[str], str]:
+    lhs, out = spec.split("->")
+    return lhs.split(","), out
+
+
+class _Lowering:
+    def __init__(self, program: Program, sinks: tuple[Sink, ...], float_type: str,
+                 data_order: tuple[str, ...], leaf_arrays: dict[str, tuple[str, int]]) -> None:
+        self.program, self.sinks, self.ft = program, sinks, float_type
+        self.dtype = f"np.{float_type}"
+        self.data_order = data_order          # data leaf labels, in argument order
+        self.leaf_arrays = leaf_arrays        # role -> (flat array param, ...) e.g. param -> theta
+        by_name = {a.out.name: a for a in program.body}
+        self.by_name = by_name
+        self.live = self._live({program.output(s.key).name for s in sinks})
+        self.assigns = [a for a in program.body if a.out.name in self.live]
+        self.name = _Namer({a.out.name for a in program.body})
+        self.store: dict[str, _Store] = {}
+        self.phase: dict[str, str] = {}
+        self.consumers: dict[str, list[Assign]] = {}
+        for a in self.assigns:
+            for x in a.args:
+                self.consumers.setdefault(x.name, []).append(a)
+        self._classify()
+
+    # ------------------------------------------------------------------ analysis
+    def _live(self, roots: set[str]) -> set[str]:
+        live, stack = set(), list(roots)
+        while stack:
+            n = stack.pop()
+            if n in live:
+                continue
+            live.add(n)
+            stack.extend(x.name for x in self.by_name[n].args)
+        return live
+
+    def is_reduction(self, a: Assign) -> bool:
+        return isinstance(a.op, Einsum) and not a.out.batched and any(x.batched for x in a.args)
+
+    def _classify(self) -> None:
+        after: dict[str, bool] = {}
+        for a in self.assigns:
+            dep = any(after[x.name] for x in a.args)
+            if isinstance(a.op, Leaf):
+                self.phase[a.out.name] = "B" if a.out.batched else "A"
+            elif a.out.batched:
+                if dep:
+                    raise IRError(f"{a.out.name}: a per-sample value depends on a sum over the batch "
+                                  "(batch statistics need a second pass, which is not supported)")
+                self.phase[a.out.name] = "B"
+            elif self.is_reduction(a):
+                self.phase[a.out.name] = "B"
+                dep = True
+            else:
+                self.phase[a.out.name] = "C" if dep else "A"
+            after[a.out.name] = dep
+
+    # ------------------------------------------------------------------ references
+    def ref(self, v: Value, idx: tuple[str, ...], row: str | None) -> Ref | sp.Expr:
+        """The element of ``v`` at per-sample index ``idx`` (row ``row`` if batched)."""
+        st = self.store[v.name]
+        if st.kind == "const":
+            return st.expr
+        if st.kind == "scalar":
+            return Ref(st.name)
+        lead = (row,) if v.batched else ()
+        if not v.shape:
+            return Ref(st.name, lead)
+        return Ref(st.name, lead + idx)
+
+    def bind(self, expr: sp.Expr, args: tuple[Value, ...], idx_of: list[tuple[str, ...]],
+             row: str | None) -> tuple[sp.Expr, tuple[tuple[sp.Symbol, Ref], ...]]:
+        subs, binds = {}, []
+        for s, x, idx in zip(arg_symbols(len(args)), args, idx_of):
+            r = self.ref(x, idx, row)
+            if isinstance(r, Ref):
+                binds.append((s, r))
+            else:
+                subs[s] = r
+        return (expr.xreplace(subs) if subs else expr), tuple(binds)
+
+    # ------------------------------------------------------------------ op emission
+    def target(self, a: Assign, idx: tuple[str, ...], row: str | None) -> tuple[Ref, str]:
+        st = self.store[a.out.name]
+        if st.kind == "acc" and self.phase_of_emit == "B":
+            if not a.out.shape:
+                return Ref("acc", (str(st.acc_slot),)), "+="
+            return Ref(f"{st.name}_acc", idx), "+="
+        r = self.ref(a.out, idx, row)
+        assert isinstance(r, Ref)
+        return r, "="
+
+    def loops(self, shape: tuple[int, ...], names: tuple[str, ...], body: list[Stmt]) -> list[Stmt]:
+        for n, var in reversed(list(zip(shape, names))):
+            body = [Loop(var, "0", str(n), tuple(body))]
+        return body
+
+    def emit_elementwise(self, a: Assign, row: str | None) -> list[Stmt]:
+        fn = a.op.fn
+        idx = ("i", "j")[:len(a.out.shape)]
+        expr, binds = self.bind(fn.expr, a.args, [idx if x.shape else () for x in a.args], row)
+        tgt, op = self.target(a, idx, row)
+        comment = f"{a.out.name} = {fn.name}: {fn.expr}"
+        return self.loops(a.out.shape, idx, [Compute(tgt, expr, binds, op, comment)])
+
+    def emit_einsum(self, a: Assign, row: str | None) -> list[Stmt]:
+        ins, out = _parse(a.op.spec)
+        sizes: dict[str, int] = {}
+        for letters, x in zip(ins, a.args):
+            for ch, d in zip(letters.replace(BATCH, ""), x.shape):
+                sizes[ch] = d
+        for ch, d in zip(out.replace(BATCH, ""), a.out.shape):
+            sizes[ch] = d
+        out_l = [ch for ch in out if ch != BATCH]
+        red_l = sorted({ch for letters in ins for ch in letters if ch not in out and ch != BATCH},
+                       key=lambda ch: "".join(ins).index(ch))
+        var = dict(zip(out_l, ("i", "j"))) | dict(zip(red_l, ("k", "l", "m", "p")))
+        idx_of = [tuple(var[ch] for ch in letters if ch != BATCH) for letters in ins]
+        prod = sp.Mul(*arg_symbols(len(a.args)))
+        expr, binds = self.bind(prod, a.args, idx_of, row)
+        out_idx = tuple(var[ch] for ch in out_l)
+        tgt, op = self.target(a, out_idx, row)
+        comment = f"{a.out.name} = einsum('{a.op.spec}', {', '.join(x.name for x in a.args)})"
+        if red_l:
+            inner = self.loops(tuple(sizes[ch] for ch in red_l), tuple(var[ch] for ch in red_l),
+                               [Compute(tgt, expr, binds, "+=", comment)])
+            body = inner if op == "+=" else [Compute(tgt, sp.S.Zero, (), "=", ""), *inner]
+        else:
+            body = [Compute(tgt, expr, binds, op, comment)]
+        return self.loops(tuple(sizes[ch] for ch in out_l), out_idx, body)
+
+    def gemm(self, a: Assign) -> Line | None:
+        """The contraction as one np.dot over the chunk, if it is a GEMM worth calling."""
+        if not isinstance(a.op, Einsum) or len(a.args) != 2:
+            return None
+        (la, lb), out = _parse(a.op.spec)
+        common = set(la) & set(lb)
+        k = common - set(out)
+        if len(k) != 1 or common - k or len(la) > 2 or len(lb) > 2 or len(la) != len(set(la)):
+            return None
+        if any(ch not in la + lb for ch in out) or any(ch not in out for ch in (set(la) | set(lb)) - k):
+            return None
+        (kc,) = k
+        m = [ch for ch in la if ch != kc]
+        n = [ch for ch in lb if ch != kc]
+        if not m and not n:
+            return None
+        size = {}
+        for letters, x in zip((la, lb), a.args):
+            dims = ((CHUNK_ESTIMATE,) if x.batched else ()) + x.shape
+            size.update(zip(letters, dims))
+        work = size[kc] * (size[m[0]] if m else 1) * (size[n[0]] if n else 1)
+        if work < GEMM_MIN_WORK:
+            return None
+        sa, sb = (self.store[x.name] for x in a.args)
+        if sa.kind != "array" or sb.kind != "array":
+            return None
+        # A as (m, k), B as (k, n)
+        am = sa.name if la[-1] == kc else f"{sa.name}.T"
+        bm = sb.name if lb[0] == kc else f"{sb.name}.T"
+        if m and n and out == n[0] + m[0]:
+            call = f"np.dot({bm}.T, {am}.T)".replace(".T.T", "")
+        else:
+            call = f"np.dot({am}, {bm})"
+        st = self.store[a.out.name]
+        reads = frozenset({sa.name, sb.name})
+        comment = f"{a.out.name} = einsum('{a.op.spec}', {a.args[0].name}, {a.args[1].name})"
+        if st.kind == "acc":
+            return Line(f"{st.name}_acc += {call}", comment, reads, frozenset({f'{st.name}_acc'}))
+        return Line(f"{st.name} = {call}", comment, reads, frozenset({st.name}))
+
+    def emit_argmax(self, a: Assign, row: str | None) -> list[Stmt]:
+        x = a.args[0]
+        src = self.store[x.name].name
+        lead = f"{row}, " if x.batched else ""
+        best, at = self.name("best"), self.name("best_at")
+        dst = str(self.ref(a.out, (), row))
+        text = (f"{best} = {src}[{lead}0]\n{at} = 0\n"
+                f"for i in range(1, {x.shape[0]}):\n"
+                f"    if {src}[{lead}i] > {best}:\n"
+                f"        {best} = {src}[{lead}i]\n"
+                f"        {at} = i\n"
+                f"{dst} = {at}")
+        return [Line(text, f"{a.out.name} = argmax({x.name})", frozenset({src}),
+                     frozenset({self.store[a.out.name].name}))]
+
+    def emit(self, a: Assign, row: str | None) -> list[Stmt]:
+        op = a.op
+        if isinstance(op, Elementwise):
+            return self.emit_elementwise(a, row)
+        if isinstance(op, Einsum):
+            return self.emit_einsum(a, row)
+        if isinstance(op, ArgMax):
+            return self.emit_argmax(a, row)
+        if isinstance(op, Gather):
+            v, idx = a.args
+            q = self.ref(idx, (), row)
+            s = sp.Symbol("a0", real=True)
+            vr = self.ref(v, (str(q),), row)
+            tgt, o = self.target(a, (), row)
+            return [Compute(tgt, s, ((s, vr),), o, f"{a.out.name} = {v.name}[{idx.name}]")]
+        if isinstance(op, Scatter):
+            x, idx = a.args
+            s, si, sq = sp.symbols("a0 a1 a2", real=True)
+            expr = sp.Piecewise((s, sp.Eq(si, sq)), (0, True))
+            binds = [(si, Ref("i")), (sq, self.ref(idx, (), row))]
+            xr = self.ref(x, (), row)
+            if isinstance(xr, Ref):
+                binds.insert(0, (s, xr))
+            else:
+                expr = expr.xreplace({s: xr})
+            tgt, o = self.target(a, ("i",), row)
+            return self.loops((op.size,), ("i",), [Compute(
+                tgt, expr, tuple(binds), o, f"{a.out.name} = one_hot({idx.name}) * {x.name}")])
+        if isinstance(op, Detach):
+            return []
+        raise IRError(f"no lowering for {op!r}")  # pragma: no cover
+
+    # ------------------------------------------------------------------ storage
+    def alloc(self, v: Value, rows: str | None) -> Line:
+        dims = ((rows,) if v.batched else ()) + tuple(str(d) for d in v.shape)
+        shape = dims[0] if len(dims) == 1 else "(" + ", ".join(dims) + ")"
+        dt = "np.int64" if v.kind == "index" else self.dtype
+        name = self.store[v.name].name
+        return Line(f"{name} = np.empty({shape}, dtype={dt})", "", frozenset(), frozenset({name}))
+
+    def plan_storage(self) -> int:
+        """Decide how each live value is held; returns the accumulator length."""
+        slots = 0
+        for a in self.assigns:
+            v, op = a.out, a.op
+            if isinstance(op, Leaf):
+                if op.role == "batch_scale":
+                    self.store[v.name] = _Store("scalar", "inv_n")
+                elif op.role in self.leaf_arrays:
+                    self.store[v.name] = _Store("scalar" if not v.shape else "array", v.name)
+                else:
+                    self.store[v.name] = _Store("array", self.name(f"{v.name}_c"))
+            elif isinstance(op, Elementwise) and not a.args:
+                self.store[v.name] = _Store("const", expr=op.fn.expr)
+            elif isinstance(op, Detach):
+                self.store[v.name] = self.store[a.args[0].name]
+            elif self.phase[v.name] == "B" and not v.batched:
+                self.store[v.name] = _Store("acc", v.name, acc_slot=slots)
+                size = 1
+                for d in v.shape:
+                    size *= d
+                slots += size
+            elif not v.batched and not v.shape:
+                self.store[v.name] = _Store("scalar", v.name)
+            else:
+                self.store[v.name] = _Store("array", v.name)
+        return slots
+
+    # ------------------------------------------------------------------ phases
+    def unbatched_phase(self, phase: str) -> list[Stmt]:
+        self.phase_of_emit = phase
+        out: list[Stmt] = []
+        for a in self.assigns:
+            if self.phase[a.out.name] != phase or isinstance(a.op, (Leaf, Detach)):
+                continue
+            st = self.store[a.out.name]
+            if st.kind == "const":
+                continue
+            g = self.gemm(a)
+            if g is not None:
+                out.append(g)
+                continue
+            if st.kind == "array":
+                out.append(self.alloc(a.out, None))
+            out.extend(self.emit(a, None))
+        return out
+
+    def batched_phase(self, sink_rows: list[tuple[Sink, Value]]) -> list[Stmt]:
+        self.phase_of_emit = "B"
+        body: list[Stmt] = []
+        group: list[tuple[Assign, list[Stmt]]] = []
+        protected = {self.store[v.name].name for _, v in sink_rows}
+
+        def flush() -> None:
+            if not group:
+                return
+            stmts = [s for _, ss in group for s in ss]
+            defined = [a.out for a, _ in group if self.store[a.out.name].kind == "array"]
+            local_names = {self.store[v.name].name for v in defined
+                           if all(id(c) in members for c in self.consumers.get(v.name, []))
+                           and self.store[v.name].name not in protected}
+            fused, scalars = fuse_row_body(stmts, "r", local_names)
+            for v in defined:
+                if self.store[v.name].name not in scalars:
+                    body.append(self.alloc(v, "rows"))
+            body.append(Loop("r", "0", "rows", tuple(fused)))
+            group.clear()
+            members.clear()
+
+        members: set[int] = set()
+        for a in self.assigns:
+            if self.phase[a.out.name] != "B" or isinstance(a.op, (Leaf, Detach)):
+                continue
+            if self.store[a.out.name].kind == "const":
+                continue
+            g = self.gemm(a)
+            if g is not None:
+                flush()
+                body.append(g)
+                continue
+            group.append((a, self.emit(a, "r")))
+            members.add(id(a))
+        flush()
+        for sink, v in sink_rows:
+            body.append(Line(f"{sink.array}[r0:r1] = {self.store[v.name].name}",
+                             f"{sink.key}: rows of this chunk"))
+        # consumers are compared by identity of the Assign objects
+        return body
+
+    def sink_stmt(self, sink: Sink, v: Value) -> Line:
+        st = self.store[v.name]
+        if st.kind == "const":
+            from .printer import NumbaPrinter
+            val = NumbaPrinter(self.ft).doprint_expr(st.expr)
+        elif st.kind == "acc" and not v.shape:
+            val = f"total[{st.acc_slot}]"
+        else:
+            val = st.name
+        if sink.kind == "return":
+            return Line(f"return {val}", sink.key)
+        sl = f"{sink.array}[{sink.offset}:{sink.offset + sink.size}]"
+        if v.shape and st.kind in ("array", "acc"):
+            return Line(f"{sl} = {val}.ravel()", sink.key)
+        return Line(f"{sl} = {val}", sink.key)
+
+
+def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: str,
+          data: tuple[tuple[str, str], ...], flat_leaves: dict[str, str],
+          param_layout: dict[str, tuple[int, tuple[int, ...]]], doc: str = "") -> Kernel:
+    """Lower ``program`` to one kernel.
+
+    ``data``: (label, role) of the per-sample arguments the kernel takes, in order.
+    ``flat_leaves``: role -> flat argument holding all leaves of that role (param -> theta,
+    tangent -> v), laid out by ``param_layout`` (label -> (offset, shape)).
+    """
+    L = _Lowering(program, sinks, float_type, tuple(d for d, _ in data),
+                  {role: (arr, 0) for role, arr in flat_leaves.items()})
+    n_acc = L.plan_storage()
+    leaves = {a.op.label: a for a in L.assigns if isinstance(a.op, Leaf)}
+    params: list[str] = list(flat_leaves.values())
+    head: list[Stmt] = []
+    data_names = []
+    for label, role in data:
+        a = leaves.get(label)
+        arg = a.out.name if a is not None else L.name(label.replace(".", "_"))
+        data_names.append((label, arg, a))
+        params.append(arg)
+    params.extend(dict.fromkeys(s.array for s in sinks if s.kind != "return"))
+    batched_data = [(lab, arg, a) for lab, arg, a in data_names]
+    if batched_data:
+        head.append(Line(f"n_samples = {batched_data[0][1]}.shape[0]"))
+    if any(isinstance(a.op, Leaf) and a.op.role == "batch_scale" for a in L.assigns):
+        head.append(Line(f"inv_n = np.{float_type}(1.0 / n_samples)", "1/N: the objective is a mean"))
+    for role, arr in flat_leaves.items():
+        for a in L.assigns:
+            if isinstance(a.op, Leaf) and a.op.role == role:
+                off, shape = param_layout[a.op.label]
+                size = 1
+                for d in shape:
+                    size *= d
+                if not shape:
+                    head.append(Line(f"{a.out.name} = {arr}[{off}]", f"{role} {a.op.label!r}"))
+                elif len(shape) == 1:
+                    head.append(Line(f"{a.out.name} = {arr}[{off}:{off + size}]", f"{role} {a.op.label!r}"))
+                else:
+                    head.append(Line(f"{a.out.name} = {arr}[{off}:{off + size}].reshape({shape})",
+                                     f"{role} {a.op.label!r}"))
+    body = head + L.unbatched_phase("A")
+    sink_rows = [(s, program.output(s.key)) for s in sinks if s.kind == "rows"]
+    chunk_body = L.batched_phase(sink_rows)
+    parallel = bool(chunk_body)
+    if parallel:
+        if not batched_data:
+            raise IRError("per-sample values but no data arguments")
+        pre: list[Stmt] = [Line("r0 = c * chunk"), Line("r1 = min(r0 + chunk, n_samples)"),
+                           Line("rows = r1 - r0")]
+        for label, arg, a in batched_data:
+            if a is not None and a.out.name in L.store:
+                pre.append(Line(f"{L.store[a.out.name].name} = {arg}[r0:r1]"))
+        if n_acc:
+            pre.append(Line("acc = partials[c]", "this chunk's private share of every sum over the batch"))
+            pre.append(Line("acc[:] = 0"))
+            for a in L.assigns:
+                st = L.store.get(a.out.name)
+                if st is not None and st.kind == "acc" and a.out.shape and L.phase[a.out.name] == "B":
+                    size = 1
+                    for d in a.out.shape:
+                        size *= d
+                    view = f"acc[{st.acc_slot}:{st.acc_slot + size}]"
+                    if len(a.out.shape) > 1:
+                        view += f".reshape({a.out.shape})"
+                    pre.append(Line(f"{st.name}_acc = {view}"))
+        post: list[Stmt] = []
+        body.append(Line(f"chunk = chunk_rows(n_samples, {n_acc})",
+                         "rows per chunk: depends on N and the accumulator size, never on threads"))
+        body.append(Line("n_chunks = (n_samples + chunk - 1) // chunk"))
+        if n_acc:
+            body.append(Line(f"partials = np.empty((n_chunks, {n_acc}), dtype={L.dtype})"))
+        body.append(Loop("c", "0", "n_chunks", tuple(pre + chunk_body + post), parallel=True,
+                         comment="chunks run in parallel, each with private accumulators"))
+        if n_acc:
+            body.append(Line("total = partials[0].copy()"))
+            body.append(Loop("c", "1", "n_chunks", (Line("total += partials[c]"),),
+                             comment="fixed-order reduction: reproducible for any thread count"))
+            for a in L.assigns:
+                st = L.store.get(a.out.name)
+                if st is not None and st.kind == "acc" and a.out.shape:
+                    size = 1
+                    for d in a.out.shape:
+                        size *= d
+                    view = f"total[{st.acc_slot}:{st.acc_slot + size}]"
+                    if len(a.out.shape) > 1:
+                        view += f".reshape({a.out.shape})"
+                    body.append(Line(f"{st.name} = {view}"))
+                elif st is not None and st.kind == "acc":
+                    body.append(Line(f"{st.name} = total[{st.acc_slot}]"))
+                    L.store[a.out.name] = _Store("scalar", st.name)
+    body += L.unbatched_phase("C")
+    ret = None
+    for s in sinks:
+        stmt = L.sink_stmt(s, program.output(s.key))
+        if s.kind == "return":
+            ret = stmt
+        elif s.kind == "flat":
+            body.append(stmt)
+    if ret is not None:
+        body.append(ret)
+    return Kernel(name, tuple(params), tuple(body), parallel, doc)

@@ -1,0 +1,87 @@
+"""Pretty-printing of programs: the derivation a user reads (text and LaTeX)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .ir import BATCH, ArgMax, Assign, Detach, Einsum, Elementwise, Gather, Leaf, Program, Scatter, arg_symbols
+
+__all__ = ["Derivation", "format_assign"]
+
+
+def _idx(v_shape: tuple[int, ...], batched: bool, letters: str) -> str:
+    parts = ([BATCH] if batched else []) + list(letters[:len(v_shape)])
+    return f"[{','.join(parts)}]" if parts else ""
+
+
+def _einsum_text(a: Assign, latex: bool) -> str:
+    ins, out = a.op.spec.split("->")
+    terms = [f"{x.name}[{','.join(ls)}]" if ls else x.name for x, ls in zip(a.args, ins.split(","))]
+    summed = sorted({ch for ls in ins.split(",") for ch in ls} - set(out))
+    lhs = f"{a.out.name}[{','.join(out)}]" if out else a.out.name
+    if latex:
+        terms = [t.replace("[", "_{").replace("]", "}").replace(".", r"\_") for t in terms]
+        lhs = lhs.replace("[", "_{").replace("]", "}").replace(".", r"\_")
+        s = rf"\sum_{{{','.join(summed)}}} " if summed else ""
+        return f"{lhs} = {s}" + r" \, ".join(terms)
+    s = f"sum_{''.join(summed)} " if summed else ""
+    return f"{lhs} = {s}" + " * ".join(terms)
+
+
+def format_assign(a: Assign, latex: bool = False) -> str:
+    """One assignment as a line of math."""
+    op, out = a.op, a.out
+    name = (lambda n: n.replace("_", r"\_")) if latex else (lambda n: n)
+    if isinstance(op, Leaf):
+        what = f"{op.role} {op.label!r}" if op.role != "batch_scale" else "1/N (mean over the batch)"
+        shape = f" shape {out.shape}" if out.shape else ""
+        per = ", per sample" if out.batched else ""
+        return (rf"\text{{{name(out.name)}: {what}{shape}{per}}}" if latex
+                else f"{out.name}: {what}{shape}{per}")
+    if isinstance(op, Elementwise):
+        syms = arg_symbols(len(a.args))
+        sub = {s: sp.Symbol(x.name + (_idx(x.shape, x.batched, "ij") if not latex else ""))
+               for s, x in zip(syms, a.args)}
+        expr = op.fn.expr.xreplace(sub)
+        lhs = out.name + (_idx(out.shape, out.batched, "ij") if not latex else "")
+        if latex:
+            return f"{name(lhs)} = {sp.latex(expr)}"
+        return f"{lhs} = {sp.sstr(expr)}"
+    if isinstance(op, Einsum):
+        return _einsum_text(a, latex)
+    if isinstance(op, Gather):
+        return f"{name(out.name)} = {name(a.args[0].name)}[{name(a.args[1].name)}]"
+    if isinstance(op, Scatter):
+        return f"{name(out.name)} = onehot({name(a.args[1].name)}, {op.size}) * {name(a.args[0].name)}"
+    if isinstance(op, ArgMax):
+        return f"{name(out.name)} = argmax({name(a.args[0].name)})"
+    if isinstance(op, Detach):
+        return f"{name(out.name)} = stop_gradient({name(a.args[0].name)})"
+    return f"{out.name} = {op}"  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """A program as the user reads it: ``str()`` gives text, ``.latex()`` an align block."""
+
+    title: str
+    program: Program
+    n_forward: int
+
+    def __str__(self) -> str:
+        lines = [f"# {self.title}", "# forward"]
+        for i, a in enumerate(self.program.body):
+            if i == self.n_forward:
+                lines.append("# backward (adjoints)")
+            note = f"    # {a.note}" if a.note and not isinstance(a.op, Leaf) else ""
+            lines.append(format_assign(a) + note)
+        lines.append("# outputs: " + ", ".join(f"{k} = {v.name}" for k, v in self.program.outputs))
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def latex(self) -> str:
+        rows = [format_assign(a, latex=True) for a in self.program.body]
+        return "\\begin{align*}\n" + " \\\\\n".join(r.replace(" = ", " &= ", 1) for r in rows) + \
+            "\n\\end{align*}"

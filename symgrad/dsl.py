@@ -1,0 +1,474 @@
+"""The user-facing DSL: per-sample tensors, parameters, layers, activations, losses.
+
+A :class:`Tensor` is a node of an expression graph describing ONE sample; the
+batch axis is implicit. Shapes are checked when a node is built, so a
+mismatch is reported at the line that wrote it. Nothing is computed here:
+:func:`symgrad.model.compile` turns the graph into a program.
+"""
+from __future__ import annotations
+
+import itertools
+import keyword
+import re
+from typing import Callable, Sequence, Union
+
+import sympy as sp
+
+from .functions import Sigmoid, Softplus, Xlogy, clamped_log, positive_part
+from .ir import BATCH, Leaf
+
+__all__ = [
+    "Tensor", "GraphError", "input", "target", "labels", "param", "dense", "elementwise",
+    "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu", "swish", "identity",
+    "exp", "log", "sqrt", "abs", "square",
+    "sum", "mean", "max", "logsumexp", "softmax", "log_softmax", "dot",
+    "mse", "l1_loss", "huber", "softmax_cross_entropy", "nll", "bce", "bce_with_logits", "hinge",
+    "multiclass_hinge", "kl_div", "l2", "l1", "ACTIVATIONS",
+]
+
+Number = Union[int, float, sp.Expr]
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_LETTERS = "ijklmnopqrstuvwxyz"
+_SERIAL = itertools.count()
+
+
+class GraphError(ValueError):
+    """A graph that cannot be built: wrong shapes, bad names, bad arguments."""
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or any(
+            keyword.iskeyword(part) for part in name.split(".")):
+        raise GraphError(f"{what} name {name!r} is not a valid identifier "
+                         "(letters, digits, '_' and '.'-separated parts; no keywords)")
+    return name
+
+
+def _check_shape(shape: int | Sequence[int], what: str) -> tuple[int, ...]:
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims) or len(dims) > 2:
+        raise GraphError(f"{what}: shape {shape!r} must be a positive int or a tuple of 1-2 positive ints")
+    return dims
+
+
+class Tensor:
+    """A node of the per-sample expression graph.
+
+    ``kind`` is leaf / elementwise / einsum / argmax / gather / detach and
+    ``payload`` the op's data (a Leaf, ``(name, sympy expr)``, an einsum spec).
+    """
+
+    __slots__ = ("kind", "args", "shape", "batched", "payload", "name", "dtype", "serial")
+    __array_priority__ = 1000  # make numpy scalars defer to our operators
+
+    def __init__(self, kind: str, args: tuple[Tensor, ...], shape: tuple[int, ...], batched: bool,
+                 payload: object, name: str, dtype: str = "real") -> None:
+        self.kind, self.args, self.shape, self.batched = kind, args, shape, batched
+        self.payload, self.name, self.dtype = payload, name, dtype
+        self.serial = next(_SERIAL)  # creation order: parameters are laid out in it
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.name!r}, shape={self.shape}, batched={self.batched})"
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    # arithmetic: every operator is an elementwise SymPy expression of its operands
+    def __add__(self, o: Tensor | Number) -> Tensor: return _binary("add", lambda a, b: a + b, self, o)
+    def __radd__(self, o: Number) -> Tensor: return _binary("add", lambda a, b: a + b, o, self)
+    def __sub__(self, o: Tensor | Number) -> Tensor: return _binary("sub", lambda a, b: a - b, self, o)
+    def __rsub__(self, o: Number) -> Tensor: return _binary("sub", lambda a, b: a - b, o, self)
+    def __mul__(self, o: Tensor | Number) -> Tensor: return _binary("mul", lambda a, b: a * b, self, o)
+    def __rmul__(self, o: Number) -> Tensor: return _binary("mul", lambda a, b: a * b, o, self)
+    def __truediv__(self, o: Tensor | Number) -> Tensor: return _binary("div", lambda a, b: a / b, self, o)
+    def __rtruediv__(self, o: Number) -> Tensor: return _binary("div", lambda a, b: a / b, o, self)
+    def __pow__(self, o: Tensor | Number) -> Tensor: return _binary("pow", lambda a, b: a ** b, self, o)
+    def __rpow__(self, o: Number) -> Tensor: return _binary("pow", lambda a, b: a ** b, o, self)
+    def __neg__(self) -> Tensor: return _map("neg", lambda a: -a, self)
+    def __pos__(self) -> Tensor: return self
+
+    def __matmul__(self, o: Tensor) -> Tensor: return _matmul(self, o)
+    def __rmatmul__(self, o: Tensor) -> Tensor: return _matmul(o, self)
+
+    def __bool__(self) -> bool:
+        raise GraphError(f"{self.name}: a symbolic tensor has no truth value; use sg.elementwise "
+                         "with sympy.Piecewise for conditionals")
+
+
+# ----------------------------------------------------------------------------- leaves
+
+def _leaf(role: str, name: str, shape: tuple[int, ...], batched: bool, *, init: object = None,
+          classes: int = 0, dtype: str = "real") -> Tensor:
+    return Tensor("leaf", (), shape, batched, Leaf(role, name, init, classes), name, dtype)
+
+
+def input(name: str, shape: int | Sequence[int]) -> Tensor:  # noqa: A001 - the contract's name
+    """A per-sample input (feature vector); data array shape (N, *shape)."""
+    return _leaf("input", _check_name(name, "input"), _check_shape(shape, f"input {name!r}"), True)
+
+
+def target(name: str, shape: int | Sequence[int]) -> Tensor:
+    """A per-sample real target; data array shape (N, *shape)."""
+    return _leaf("target", _check_name(name, "target"), _check_shape(shape, f"target {name!r}"), True)
+
+
+def labels(name: str, classes: int) -> Tensor:
+    """A per-sample integer class label in [0, classes); data array shape (N,)."""
+    _check_name(name, "labels")
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+        raise GraphError(f"labels {name!r}: classes must be a positive int, got {classes!r}")
+    return _leaf("labels", name, (), True, classes=classes, dtype="index")
+
+
+def param(name: str, shape: int | Sequence[int], init: object = None) -> Tensor:
+    """A trainable parameter. ``init``: an initializer name, ``("normal", std)``, or a callable
+    ``(rng, shape) -> array``; default glorot_uniform for matrices, zeros otherwise."""
+    from .initializers import check_init
+    dims = _check_shape(shape, f"param {name!r}") if shape != () else ()
+    init = check_init(init if init is not None else ("glorot_uniform" if len(dims) == 2 else "zeros"),
+                      _check_name(name, "param"))
+    return _leaf("param", name, dims, False, init=init)
+
+
+# ----------------------------------------------------------------------------- op builders
+
+def _as_tensor(x: Tensor | Number) -> Tensor | sp.Expr:
+    if isinstance(x, Tensor):
+        return x
+    try:
+        return sp.sympify(float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x,
+                          strict=True)
+    except (sp.SympifyError, TypeError, ValueError) as e:
+        raise GraphError(f"cannot use {x!r} ({type(x).__name__}) in a symgrad expression") from e
+
+
+def _apply(name: str, expr_fn: Callable[..., sp.Expr], operands: Sequence[Tensor | Number],
+           label: str | None = None) -> Tensor:
+    """Build an elementwise node; numeric operands are folded into the SymPy expression."""
+    from .ir import arg_symbols
+    items = [_as_tensor(o) for o in operands]
+    tensors = [t for t in items if isinstance(t, Tensor)]
+    syms = iter(arg_symbols(len(tensors)))
+    expr = expr_fn(*[next(syms) if isinstance(t, Tensor) else t for t in items])
+    for t in tensors:
+        if t.dtype != "real":
+            raise GraphError(f"{name}: {t.name} holds integer labels; use it through a loss or "
+                             "sg.one_hot-style ops, not arithmetic")
+    shapes = {t.shape for t in tensors if t.shape != ()}
+    if len(shapes) > 1:
+        detail = ", ".join(f"{t.name} {t.shape}" for t in tensors)
+        raise GraphError(f"{name}: shapes do not broadcast ({detail}); only scalars broadcast")
+    shape = shapes.pop() if shapes else ()
+    if not tensors:
+        raise GraphError(f"{name}: needs at least one symgrad tensor")
+    return Tensor("elementwise", tuple(tensors), shape, any(t.batched for t in tensors),
+                  (name, sp.sympify(expr)), label or name)
+
+
+def _binary(name: str, fn: Callable[[sp.Expr, sp.Expr], sp.Expr], a: Tensor | Number,
+            b: Tensor | Number) -> Tensor:
+    return _apply(name, fn, (a, b))
+
+
+def _map(name: str, fn: Callable[[sp.Expr], sp.Expr], x: Tensor, label: str | None = None) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise GraphError(f"{name}: expected a symgrad Tensor, got {type(x).__name__}")
+    return _apply(name, fn, (x,), label)
+
+
+def _einsum(name: str, spec: str, operands: tuple[Tensor, ...], shape: tuple[int, ...]) -> Tensor:
+    """``spec`` over per-sample axes; the batch letter is added for batched operands."""
+    ins, out = spec.split("->")
+    parts = [(BATCH if t.batched else "") + s for t, s in zip(operands, ins.split(","))]
+    batched = any(t.batched for t in operands)
+    full = ",".join(parts) + "->" + (BATCH if batched else "") + out
+    return Tensor("einsum", operands, shape, batched, full, name)
+
+
+def _matmul(a: Tensor, b: Tensor, name: str = "matmul") -> Tensor:
+    for t in (a, b):
+        if not isinstance(t, Tensor):
+            raise GraphError(f"{name}: @ needs symgrad tensors, got {type(t).__name__}")
+        if t.dtype != "real" or t.shape == ():
+            raise GraphError(f"{name}: {t.name} of shape {t.shape} cannot be a matmul operand")
+    if a.shape[-1] != b.shape[0]:
+        raise GraphError(f"{name}: shape mismatch in {a.name} @ {b.name}: {a.shape} @ {b.shape} "
+                         f"(inner sizes {a.shape[-1]} != {b.shape[0]})")
+    sa = "ik"[2 - len(a.shape):]
+    sb = "kj"[:len(b.shape)]
+    out = sa.replace("k", "") + sb.replace("k", "")
+    shape = a.shape[:-1] + b.shape[1:]
+    return _einsum(name, f"{sa},{sb}->{out}", (a, b), shape)
+
+
+def dot(a: Tensor, b: Tensor) -> Tensor:
+    """Inner product of two vectors (a per-sample scalar)."""
+    return _matmul(a, b, "dot")
+
+
+# ----------------------------------------------------------------------------- activations
+
+def elementwise(name: str, fn: Callable[..., sp.Expr]) -> Callable[..., Tensor]:
+    """A new elementwise op from any SymPy expression of one or more scalars.
+
+    SymPy derives its first and second derivatives when the model compiles; a
+    function it cannot differentiate or Numba cannot print is reported then.
+    """
+    _check_name(name, "elementwise function")
+    if not callable(fn):
+        raise GraphError(f"elementwise {name!r}: fn must be callable, got {type(fn).__name__}")
+
+    def apply(*operands: Tensor | Number) -> Tensor:
+        return _apply(name, fn, operands)
+
+    apply.__name__ = name
+    apply.__doc__ = f"Elementwise {name!r}, defined by a SymPy expression."
+    return apply
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """1/(1+exp(-x)), stable for any x."""
+    return _map("sigmoid", Sigmoid, x)
+
+
+def tanh(x: Tensor) -> Tensor:
+    return _map("tanh", sp.tanh, x)
+
+
+def relu(x: Tensor) -> Tensor:
+    """max(x, 0); derivative 0 at 0 (PyTorch's convention)."""
+    return _map("relu", positive_part, x)
+
+
+def leaky_relu(x: Tensor, alpha: float = 0.01) -> Tensor:
+    return _map("leaky_relu", lambda a: sp.Piecewise((a, a > 0), (alpha * a, True)), x)
+
+
+def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
+    return _map("elu", lambda a: sp.Piecewise((a, a > 0), (alpha * (sp.exp(a) - 1), True)), x)
+
+
+def softplus(x: Tensor) -> Tensor:
+    """log(1+exp(x)), stable for any x."""
+    return _map("softplus", Softplus, x)
+
+
+def gelu(x: Tensor) -> Tensor:
+    """The exact form x/2 (1 + erf(x/sqrt(2)))."""
+    return _map("gelu", lambda a: a * (1 + sp.erf(a / sp.sqrt(2))) / 2, x)
+
+
+def silu(x: Tensor) -> Tensor:
+    """x * sigmoid(x) (swish)."""
+    return _map("silu", lambda a: a * Sigmoid(a), x)
+
+
+swish = silu
+
+
+def identity(x: Tensor) -> Tensor:
+    return x
+
+
+def exp(x: Tensor) -> Tensor:
+    return _map("exp", sp.exp, x)
+
+
+def log(x: Tensor) -> Tensor:
+    return _map("log", sp.log, x)
+
+
+def sqrt(x: Tensor) -> Tensor:
+    return _map("sqrt", sp.sqrt, x)
+
+
+def abs(x: Tensor) -> Tensor:  # noqa: A001 - mirrors numpy's name
+    return _map("abs", sp.Abs, x)
+
+
+def square(x: Tensor) -> Tensor:
+    return _map("square", lambda a: a ** 2, x)
+
+
+#: activation names accepted by ``dense(..., activation="name")``
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "sigmoid": sigmoid, "tanh": tanh, "relu": relu, "leaky_relu": leaky_relu, "elu": elu,
+    "softplus": softplus, "gelu": gelu, "silu": silu, "swish": silu, "identity": identity,
+    "linear": identity,
+}
+
+
+# ----------------------------------------------------------------------------- layers
+
+def dense(h: Tensor, n: int, activation: str | Callable[[Tensor], Tensor] | None = None, *,
+          name: str = "dense", init: object = "glorot_uniform", bias: bool = True,
+          bias_init: object = "zeros") -> Tensor:
+    """``activation(W @ h + b)`` with new parameters ``name.W`` (n, len(h)) and ``name.b`` (n,)."""
+    _check_name(name, "dense layer")
+    if not isinstance(h, Tensor) or len(h.shape) != 1:
+        raise GraphError(f"dense {name!r}: input must be a vector tensor, got "
+                         f"{getattr(h, 'shape', type(h).__name__)}")
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise GraphError(f"dense {name!r}: unknown activation {activation!r}; "
+                             f"known: {sorted(ACTIVATIONS)}")
+        activation = ACTIVATIONS[activation]
+    elif activation is not None and not callable(activation):
+        raise GraphError(f"dense {name!r}: activation must be a name or a callable")
+    W = param(f"{name}.W", (n, h.shape[0]), init=init)
+    z = _matmul(W, h, f"{name}.z")
+    if bias:
+        z = _apply("add", lambda a, c: a + c, (z, param(f"{name}.b", n, init=bias_init)), f"{name}.a")
+    out = activation(z) if activation is not None else z
+    if not isinstance(out, Tensor) or out.shape != (n,):
+        raise GraphError(f"dense {name!r}: activation returned {out!r}, expected a ({n},) tensor")
+    if out is not z:
+        out.name = name
+    return out
+
+
+# ----------------------------------------------------------------------------- reductions
+
+def _full(x: Tensor, what: str) -> str:
+    if not isinstance(x, Tensor) or x.dtype != "real":
+        raise GraphError(f"{what}: expected a real symgrad Tensor, got {x!r}")
+    return _LETTERS[:len(x.shape)]
+
+
+def sum(x: Tensor) -> Tensor:  # noqa: A001
+    """Sum of all elements (per sample)."""
+    return _einsum("sum", f"{_full(x, 'sum')}->", (x,), ()) if x.shape else x
+
+
+def mean(x: Tensor) -> Tensor:
+    """Mean of all elements (per sample)."""
+    return sum(x) * (1.0 / x.size) if x.shape else x
+
+
+def _vector(x: Tensor, what: str) -> None:
+    _full(x, what)
+    if len(x.shape) != 1:
+        raise GraphError(f"{what}: expects a vector, got {x.name} of shape {x.shape}")
+
+
+def max(x: Tensor) -> Tensor:  # noqa: A001
+    """Largest element of a vector; its gradient goes to the (first) largest element."""
+    _vector(x, "max")
+    return Tensor("gather", (x, Tensor("argmax", (x,), (), x.batched, None, "argmax", "index")),
+                  (), x.batched, None, "max")
+
+
+def logsumexp(x: Tensor) -> Tensor:
+    """log(sum(exp(x))), shifted by the (detached) maximum so it never overflows."""
+    _vector(x, "logsumexp")
+    m = Tensor("detach", (max(x),), (), x.batched, None, "lse_shift")
+    s = sum(_apply("exp_shifted", lambda a, b: sp.exp(a - b), (x, m)))
+    return _apply("logsumexp", lambda a, b: b + sp.log(a), (s, m))
+
+
+def softmax(x: Tensor) -> Tensor:
+    return _apply("softmax", lambda a, b: sp.exp(a - b), (x, logsumexp(x)))
+
+
+def log_softmax(x: Tensor) -> Tensor:
+    return _apply("log_softmax", lambda a, b: a - b, (x, logsumexp(x)))
+
+
+def _pick(x: Tensor, y: Tensor, what: str) -> Tensor:
+    _vector(x, what)
+    if not isinstance(y, Tensor) or y.dtype != "index":
+        raise GraphError(f"{what}: the second argument must be sg.labels, got {y!r}")
+    classes = y.payload.classes
+    if x.shape[0] != classes:
+        raise GraphError(f"{what}: {x.name} has {x.shape[0]} entries but labels {y.name!r} "
+                         f"have {classes} classes")
+    return Tensor("gather", (x, y), (), x.batched or y.batched, None, f"{x.name}[{y.name}]")
+
+
+# ----------------------------------------------------------------------------- losses
+
+def _same(o: Tensor, t: Tensor, what: str) -> None:
+    for v in (o, t):
+        _full(v, what)
+    if o.shape != t.shape:
+        raise GraphError(f"{what}: prediction {o.name} {o.shape} and target {t.name} {t.shape} differ")
+
+
+def mse(o: Tensor, t: Tensor) -> Tensor:
+    """Mean over features of (o - t)^2."""
+    _same(o, t, "mse")
+    return mean(_apply("sq_err", lambda a, b: (a - b) ** 2, (o, t)))
+
+
+def l1_loss(o: Tensor, t: Tensor) -> Tensor:
+    """Mean over features of |o - t|."""
+    _same(o, t, "l1_loss")
+    return mean(_apply("abs_err", lambda a, b: sp.Abs(a - b), (o, t)))
+
+
+def huber(o: Tensor, t: Tensor, delta: float = 1.0) -> Tensor:
+    """Mean over features of PyTorch's HuberLoss."""
+    _same(o, t, "huber")
+    if not delta > 0:
+        raise GraphError(f"huber: delta must be positive, got {delta!r}")
+
+    def h(a: sp.Expr, b: sp.Expr) -> sp.Expr:
+        d = a - b
+        return sp.Piecewise((d ** 2 / 2, sp.Abs(d) < delta), (delta * (sp.Abs(d) - delta / 2), True))
+    return mean(_apply("huber", h, (o, t)))
+
+
+def softmax_cross_entropy(o: Tensor, y: Tensor) -> Tensor:
+    """-log softmax(o)[y], computed as logsumexp(o) - o[y]."""
+    picked = _pick(o, y, "softmax_cross_entropy")
+    return _apply("cross_entropy", lambda a, b: a - b, (logsumexp(o), picked))
+
+
+def nll(logp: Tensor, y: Tensor) -> Tensor:
+    """-logp[y] (pair with log_softmax)."""
+    return -_pick(logp, y, "nll")
+
+
+def bce(p: Tensor, t: Tensor) -> Tensor:
+    """Mean over features of -(t log p + (1-t) log(1-p)), logs clamped at -100 (PyTorch)."""
+    _same(p, t, "bce")
+    return mean(_apply("bce", lambda a, b: -(b * clamped_log(a) + (1 - b) * clamped_log(1 - a)), (p, t)))
+
+
+def bce_with_logits(o: Tensor, t: Tensor) -> Tensor:
+    """Mean over features of softplus(o) - t*o: BCE of sigmoid(o), stable for any o."""
+    _same(o, t, "bce_with_logits")
+    return mean(_apply("bce_logits", lambda a, b: Softplus(a) - a * b, (o, t)))
+
+
+def hinge(o: Tensor, t: Tensor) -> Tensor:
+    """Mean over features of max(0, 1 - t*o), targets +-1."""
+    _same(o, t, "hinge")
+    return mean(_apply("hinge", lambda a, b: positive_part(1 - a * b), (o, t)))
+
+
+def multiclass_hinge(o: Tensor, y: Tensor) -> Tensor:
+    """sum over j != y of max(0, 1 + o_j - o_y) (the SVM loss; the j = y term is exactly 1)."""
+    oy = _pick(o, y, "multiclass_hinge")
+    margins = sum(_apply("margin", lambda a, b: positive_part(1 + a - b), (o, oy)))
+    return margins - 1
+
+
+def kl_div(o: Tensor, p: Tensor) -> Tensor:
+    """sum_j p_j (log p_j - log_softmax(o)_j) for target probabilities p."""
+    _same(o, p, "kl_div")
+    return sum(_apply("kl", lambda a, b: Xlogy(b, b) - b * a, (log_softmax(o), p)))
+
+
+def l2(w: Tensor) -> Tensor:
+    """Sum of squares (no 1/2)."""
+    return sum(_apply("square", lambda a: a ** 2, (w,)))
+
+
+def l1(w: Tensor) -> Tensor:
+    """Sum of absolute values."""
+    return sum(_apply("abs", sp.Abs, (w,)))
