@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -119,9 +120,7 @@ class Case:
 
     @property
     def median(self) -> float:
-        s = sorted(self.samples)
-        n = len(s)
-        return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+        return statistics.median(self.samples)
 
 
 def time_interleaved(cases: dict[str, Case], threads: Threads, rounds: int, block_s: float,
@@ -130,8 +129,8 @@ def time_interleaved(cases: dict[str, Case], threads: Threads, rounds: int, bloc
 
     Interleaving spreads machine noise (turbo, neighbours) over all cases
     alike; each sample is the mean over a block of calls long enough for the
-    clock; the start of the order rotates every round; a short pause between
-    blocks lets spinning OpenMP workers of the previous case go idle.
+    clock; the start of the order rotates every round; a pause between blocks
+    lets the previous case's spinning OpenMP/BLAS workers go idle.
     """
     for case in cases.values():  # calibrate: double the block until it lasts block_s / 4
         with threads.blas(case.blas_threads):
@@ -178,7 +177,7 @@ def fmt_ratio(num: float | None, den: float | None) -> str:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub Markdown table; numeric-looking columns are right-aligned by the renderer's ':'."""
+    """A GitHub Markdown table: first column left-aligned, the others right-aligned."""
     lines = ["| " + " | ".join(headers) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

@@ -16,9 +16,13 @@ subprocess).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
-from typing import Sequence
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 if __package__:
     from . import _common as common
@@ -41,14 +45,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":  # before NumPy loads OpenBLAS
     common.reexec_clean_env(parse_args().threads)
 
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import textwrap  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+import numpy as np  # noqa: E402  (only now: OpenBLAS reads its environment when loaded)
 
-import numpy as np  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # the checkout's symgrad, unless one is installed or on PYTHONPATH
+    sys.path.append(REPO)
 
 Grads = dict[str, np.ndarray]
 
@@ -369,7 +370,7 @@ def bench_row(w: Workload, dtype: type, peers: dict[str, Any], threads: common.T
         ref = sg_impl.value_and_grad()
     with threads.blas(threads.threads):
         errors = verify(w.key, dtype, ref, impls)
-    gemm = {f"GEMM, BLAS {n} thread{'s' * (n > 1)}": GemmLimit(w, dtype, n) for n in {1, threads.threads}}
+    gemm = {f"GEMM, BLAS {n} thread{'s' * (n > 1)}": GemmLimit(w, dtype, n) for n in sorted({1, threads.threads})}
     impls = {"symgrad": sg_impl, **impls, **gemm}
     cases = {k: common.Case(v.run, v.blas_threads) for k, v in impls.items()}
     common.time_interleaved(cases, threads, rounds, block_s)
@@ -387,7 +388,7 @@ def bench_row(w: Workload, dtype: type, peers: dict[str, Any], threads: common.T
 
 PROBE = """
 import json, sys, time
-sys.path.insert(0, {bench_dir!r})
+sys.path[:0] = [{bench_dir!r}, {symgrad_dir!r}]
 t0 = time.perf_counter()
 import symgrad
 t1 = time.perf_counter()
@@ -407,8 +408,10 @@ print(json.dumps({{"import_s": t1 - t0, "compile_s": t3 - t2, "first_call_s": t4
 
 def compile_probe(threads: int, key: str = COMPILE_WORKLOAD, dtype: str = "float64") -> dict[str, Any]:
     """sg.compile + first value_and_grad in a fresh process on an empty cache dir, then again on the filled one."""
-    code = PROBE.format(bench_dir=os.path.dirname(os.path.abspath(__file__)), threads=threads,
-                        key=key, dtype=dtype)
+    import symgrad
+
+    code = PROBE.format(bench_dir=os.path.dirname(os.path.abspath(__file__)), threads=threads, key=key, dtype=dtype,
+                        symgrad_dir=os.path.dirname(os.path.dirname(os.path.abspath(symgrad.__file__))))
     out: dict[str, Any] = {"workload": key, "dtype": dtype}
     with tempfile.TemporaryDirectory(prefix="symgrad-bench-cache-") as cache:
         env = {**os.environ, "SYMGRAD_CACHE_DIR": cache}
@@ -422,32 +425,6 @@ def compile_probe(threads: int, key: str = COMPILE_WORKLOAD, dtype: str = "float
 
 # --- report ----------------------------------------------------------------------------
 
-def header(args: argparse.Namespace, threads: common.Threads, notes: list[str]) -> list[str]:
-    import numba
-    import scipy
-    import symgrad
-
-    versions = [f"python {sys.version.split()[0]}", f"numpy {np.__version__}", f"scipy {scipy.__version__}",
-                f"numba {numba.__version__}", f"symgrad {getattr(symgrad, '__version__', '?')}"]
-    for name in ("torch", "jax"):
-        if name in sys.modules:
-            versions.append(f"{name} {sys.modules[name].__version__}")
-    lines = [f"# symgrad value_and_grad benchmark{' (--quick)' if args.quick else ''}", "",
-             f"- CPU: {common.cpu_model()}, {len(os.sched_getaffinity(0))} CPUs in this process's affinity mask",
-             f"- {', '.join(versions)}",
-             f"- {common.env_changes()}",
-             f"- threads: numba.set_num_threads({threads.threads}); symgrad runs with BLAS limited to 1 thread "
-             f"(threadpoolctl); NumPy backprop with BLAS at {threads.threads}; GEMM limit = faster of "
-             f"BLAS at 1 and {threads.threads} threads; "
-             f"torch.set_num_threads({threads.threads}); JAX/XLA by the affinity mask"
-             + (" and XLA_FLAGS=" + os.environ["XLA_FLAGS"] if "XLA_FLAGS" in os.environ else ""),
-             f"- numba threading layer: {threading_layer()}",
-             "- BLAS/OpenMP libraries loaded (threadpoolctl):"]
-    lines += [f"  - {lib}" for lib in threads.blas_libraries()]
-    lines += [f"- note: {n}" for n in notes]
-    return lines
-
-
 def threading_layer() -> str:
     import numba
 
@@ -455,6 +432,33 @@ def threading_layer() -> str:
         return numba.threading_layer()
     except ValueError:  # no parallel kernel ran in this process
         return "not initialized"
+
+
+def header(args: argparse.Namespace, threads: common.Threads, notes: list[str]) -> list[str]:
+    import numba
+    import scipy
+    import symgrad
+
+    n = threads.threads
+    versions = [f"python {sys.version.split()[0]}", f"numpy {np.__version__}", f"scipy {scipy.__version__}",
+                f"numba {numba.__version__}", f"symgrad {getattr(symgrad, '__version__', '?')}"]
+    versions += [f"{m} {sys.modules[m].__version__}" for m in ("torch", "jax") if m in sys.modules]
+    gemm = f"faster of BLAS at 1 and {n} threads" if n > 1 else "BLAS at 1 thread"
+    xla = f" and XLA_FLAGS={os.environ['XLA_FLAGS']}" if "XLA_FLAGS" in os.environ else ""
+    lines = [f"# symgrad value_and_grad benchmark{' (--quick)' if args.quick else ''}", "",
+             f"- CPU: {common.cpu_model()}; this process may run on CPUs {sorted(os.sched_getaffinity(0))}; "
+             f"1-min load average {args.load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after "
+             "(other processes on the machine skew all columns)",
+             f"- {', '.join(versions)}",
+             f"- {common.env_changes()}",
+             f"- threads: numba.set_num_threads({n}); symgrad with BLAS limited to 1 thread (threadpoolctl); "
+             f"NumPy backprop with BLAS at {n}; GEMM limit: {gemm}; torch.set_num_threads({n}); "
+             f"JAX/XLA by the affinity mask{xla}",
+             f"- numba threading layer: {threading_layer()}",
+             "- BLAS/OpenMP libraries loaded (threadpoolctl):"]
+    lines += [f"  - {lib}" for lib in threads.blas_libraries()]
+    lines += [f"- note: {note}" for note in notes]
+    return lines
 
 
 COLUMNS = ("symgrad", "JAX", "PyTorch", "NumPy", "GEMM limit")
@@ -497,6 +501,7 @@ def targets(rows: list[dict[str, Any]], probe: dict[str, Any] | None) -> list[st
 
 
 def main(args: argparse.Namespace) -> None:
+    args.load_before = os.getloadavg()[0]
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(WORKLOADS) - {"compile"}
     if unknown:
@@ -541,7 +546,8 @@ def main(args: argparse.Namespace) -> None:
                        for phase, d in (("empty (cold)", c), ("filled (cached)", h))]),
                   "", f"model.stats, cold: {json.dumps(c['stats'], default=str)}",
                   f"model.stats, cached: {json.dumps(h['stats'], default=str)}"]
-    lines += ["", "Targets (issue 2):"] + targets(rows, probe)
+    checks = targets(rows, probe)
+    lines += ["", "Targets (issue 2):", *checks] if checks else []
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:

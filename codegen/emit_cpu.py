@@ -52,7 +52,7 @@ def _stmt(s: Stmt, pr: NumbaPrinter, depth: int, out: list[str]) -> None:
 
 def emit_kernel(k: Kernel, float_type: str, fastmath: bool) -> str:
     pr = NumbaPrinter(float_type)
-    flags = f"parallel={k.parallel}, cache=True, fastmath={fastmath}, error_model='numpy'"
+    flags = f"cache=True, nogil=True, fastmath={fastmath}, error_model='numpy'"
     lines = [f"@njit({flags})", f"def {k.name}({', '.join(k.params)}):"]
     if k.doc:
         lines.append(f'    """{k.doc}"""')

@@ -27,10 +27,12 @@ from symgrad.ir import (BATCH, ArgMax, Assign, Detach, Einsum, Elementwise, Gath
 from .fusion import fuse_row_body
 from .kernel_ir import Compute, Kernel, Line, Loop, Ref, Stmt
 
-__all__ = ["Sink", "lower", "GEMM_MIN_WORK", "CHUNK_ESTIMATE"]
+__all__ = ["Sink", "Lowered", "lower", "GEMM_MIN_WORK", "CHUNK_ESTIMATE"]
 
 #: multiply-adds below which a contraction is emitted as loops, not a BLAS call
 GEMM_MIN_WORK = 8192
+#: contraction length below which a BLAS call never pays (x @ W.T with 2 input features)
+GEMM_MIN_DEPTH = 16
 #: rows assumed per chunk when estimating a chunk-level contraction's work
 CHUNK_ESTIMATE = 128
 _RUNTIME = ("sigmoid", "softplus", "xlogy", "chunk_rows")
@@ -224,8 +226,8 @@ class _Lowering:
             dims = ((CHUNK_ESTIMATE,) if x.batched else ()) + x.shape
             size.update(zip(letters, dims))
         work = size[kc] * (size[m[0]] if m else 1) * (size[n[0]] if n else 1)
-        if work < GEMM_MIN_WORK:
-            return None
+        if work < GEMM_MIN_WORK or size[kc] < GEMM_MIN_DEPTH:
+            return None  # small or short contractions are cheaper fused into the loops around them
         sa, sb = (self.store[x.name] for x in a.args)
         if sa.kind != "array" or sb.kind != "array":
             return None
@@ -404,10 +406,24 @@ class _Lowering:
         return Line(f"{sl} = {val}", sink.key)
 
 
+@dataclass(frozen=True)
+class Lowered:
+    """One kernel kind: ``chunks`` runs phases A and B for chunks c0..c1 (None when nothing is
+    per-sample), ``finish`` adds the partial sums in chunk order and runs phase C."""
+
+    chunks: Kernel | None
+    finish: Kernel
+    n_acc: int
+
+    @property
+    def kernels(self) -> list[Kernel]:
+        return ([self.chunks] if self.chunks is not None else []) + [self.finish]
+
+
 def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: str,
           data: tuple[tuple[str, str], ...], flat_leaves: dict[str, str],
-          param_layout: dict[str, tuple[int, tuple[int, ...]]], doc: str = "") -> Kernel:
-    """Lower ``program`` to one kernel.
+          param_layout: dict[str, tuple[int, tuple[int, ...]]], doc: str = "") -> Lowered:
+    """Lower ``program`` to its kernels.
 
     ``data``: (label, role) of the per-sample arguments the kernel takes, in order.
     ``flat_leaves``: role -> flat argument holding all leaves of that role (param -> theta,
@@ -417,44 +433,36 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
                   {role: (arr, 0) for role, arr in flat_leaves.items()})
     n_acc = L.plan_storage()
     leaves = {a.op.label: a for a in L.assigns if isinstance(a.op, Leaf)}
-    params: list[str] = list(flat_leaves.values())
-    head: list[Stmt] = []
-    data_names = []
+    inputs: list[str] = list(flat_leaves.values())
+    data_args = []
     for label, role in data:
         a = leaves.get(label)
         arg = a.out.name if a is not None else L.name(label.replace(".", "_"))
-        data_names.append((label, arg, a))
-        params.append(arg)
-    params.extend(dict.fromkeys(s.array for s in sinks if s.kind != "return"))
-    batched_data = [(lab, arg, a) for lab, arg, a in data_names]
-    if batched_data:
-        head.append(Line(f"n_samples = {batched_data[0][1]}.shape[0]"))
+        data_args.append((arg, a))
+        inputs.append(arg)
+    head: list[Stmt] = []
+    if data_args:
+        head.append(Line(f"n_samples = {data_args[0][0]}.shape[0]"))
     if any(isinstance(a.op, Leaf) and a.op.role == "batch_scale" for a in L.assigns):
         head.append(Line(f"inv_n = np.{float_type}(1.0 / n_samples)", "1/N: the objective is a mean"))
     for role, arr in flat_leaves.items():
         for a in L.assigns:
             if isinstance(a.op, Leaf) and a.op.role == role:
                 off, shape = param_layout[a.op.label]
-                size = 1
-                for d in shape:
-                    size *= d
-                if not shape:
-                    head.append(Line(f"{a.out.name} = {arr}[{off}]", f"{role} {a.op.label!r}"))
-                elif len(shape) == 1:
-                    head.append(Line(f"{a.out.name} = {arr}[{off}:{off + size}]", f"{role} {a.op.label!r}"))
-                else:
-                    head.append(Line(f"{a.out.name} = {arr}[{off}:{off + size}].reshape({shape})",
-                                     f"{role} {a.op.label!r}"))
-    body = head + L.unbatched_phase("A")
+                view = f"{arr}[{off}]" if not shape else _view(arr, off, shape)
+                head.append(Line(f"{a.out.name} = {view}", f"{role} {a.op.label!r}"))
+    phase_a = L.unbatched_phase("A")
     sink_rows = [(s, program.output(s.key)) for s in sinks if s.kind == "rows"]
     chunk_body = L.batched_phase(sink_rows)
-    parallel = bool(chunk_body)
-    if parallel:
-        if not batched_data:
+    out_arrays = list(dict.fromkeys(s.array for s in sinks if s.kind != "return"))
+    chunks = None
+    finish: list[Stmt] = list(head)
+    if chunk_body:
+        if not data_args:
             raise IRError("per-sample values but no data arguments")
         pre: list[Stmt] = [Line("r0 = c * chunk"), Line("r1 = min(r0 + chunk, n_samples)"),
                            Line("rows = r1 - r0")]
-        for label, arg, a in batched_data:
+        for arg, a in data_args:
             if a is not None and a.out.name in L.store:
                 pre.append(Line(f"{L.store[a.out.name].name} = {arg}[r0:r1]"))
         if n_acc:
@@ -463,46 +471,90 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
             for a in L.assigns:
                 st = L.store.get(a.out.name)
                 if st is not None and st.kind == "acc" and a.out.shape and L.phase[a.out.name] == "B":
-                    size = 1
-                    for d in a.out.shape:
-                        size *= d
-                    view = f"acc[{st.acc_slot}:{st.acc_slot + size}]"
-                    if len(a.out.shape) > 1:
-                        view += f".reshape({a.out.shape})"
-                    pre.append(Line(f"{st.name}_acc = {view}"))
-        post: list[Stmt] = []
-        body.append(Line(f"chunk = chunk_rows(n_samples, {n_acc})",
-                         "rows per chunk: depends on N and the accumulator size, never on threads"))
-        body.append(Line("n_chunks = (n_samples + chunk - 1) // chunk"))
+                    pre.append(Line(f"{st.name}_acc = {_view('acc', st.acc_slot, a.out.shape)}"))
+        rows_out = [s.array for s, _ in sink_rows]
+        body = head + phase_a + [
+            Line(f"chunk = chunk_rows(n_samples, {n_acc})",
+                 "rows per chunk: depends on N and the accumulator size, never on threads"),
+            Loop("c", "c0", "c1", tuple(pre + chunk_body))]
+        chunks = Kernel(f"{name}_chunks", tuple(inputs + rows_out + ["partials", "c0", "c1"]),
+                        tuple(body), False,
+                        f"Chunks c0..c1 of {name}: forward and backward fused; chunk c writes its "
+                        "sums to partials[c] and nothing else, so chunks may run in parallel.")
         if n_acc:
-            body.append(Line(f"partials = np.empty((n_chunks, {n_acc}), dtype={L.dtype})"))
-        body.append(Loop("c", "0", "n_chunks", tuple(pre + chunk_body + post), parallel=True,
-                         comment="chunks run in parallel, each with private accumulators"))
-        if n_acc:
-            body.append(Line("total = partials[0].copy()"))
-            body.append(Loop("c", "1", "n_chunks", (Line("total += partials[c]"),),
-                             comment="fixed-order reduction: reproducible for any thread count"))
+            finish.append(Line("total = partials[0].copy()"))
+            finish.append(Loop("c", "1", "partials.shape[0]", (Line("total += partials[c]"),),
+                               comment="fixed-order reduction: reproducible for any thread count"))
             for a in L.assigns:
                 st = L.store.get(a.out.name)
                 if st is not None and st.kind == "acc" and a.out.shape:
-                    size = 1
-                    for d in a.out.shape:
-                        size *= d
-                    view = f"total[{st.acc_slot}:{st.acc_slot + size}]"
-                    if len(a.out.shape) > 1:
-                        view += f".reshape({a.out.shape})"
-                    body.append(Line(f"{st.name} = {view}"))
+                    finish.append(Line(f"{st.name} = {_view('total', st.acc_slot, a.out.shape)}"))
                 elif st is not None and st.kind == "acc":
-                    body.append(Line(f"{st.name} = total[{st.acc_slot}]"))
+                    finish.append(Line(f"{st.name} = total[{st.acc_slot}]"))
                     L.store[a.out.name] = _Store("scalar", st.name)
-    body += L.unbatched_phase("C")
+    else:
+        finish += phase_a
+    phase_c = L.unbatched_phase("C")
+    if chunk_body:  # phase A again, but only what phase C and the outputs read
+        finish += _needed(phase_a, phase_c, [L.sink_stmt(s, program.output(s.key)) for s in sinks])
+    finish += phase_c
     ret = None
     for s in sinks:
         stmt = L.sink_stmt(s, program.output(s.key))
         if s.kind == "return":
             ret = stmt
         elif s.kind == "flat":
-            body.append(stmt)
+            finish.append(stmt)
     if ret is not None:
-        body.append(ret)
-    return Kernel(name, tuple(params), tuple(body), parallel, doc)
+        finish.append(ret)
+    params = inputs + [a for a in out_arrays if a not in [s.array for s, _ in sink_rows]]
+    if chunk_body and n_acc:
+        params.append("partials")
+    fin = Kernel(name, tuple(dict.fromkeys(params)), tuple(finish), False, doc)
+    return Lowered(chunks, fin, n_acc)
+
+
+def _names_in(stmts: list[Stmt]) -> set[str]:
+    import re
+    text = []
+
+    def go(ss: list[Stmt] | tuple[Stmt, ...]) -> None:
+        for s in ss:
+            if isinstance(s, Compute):
+                text.append(str(s.target))
+                text.extend(str(r) for _, r in s.binds)
+                text.append(str(s.expr))
+            elif isinstance(s, Line):
+                text.append(s.text)
+            elif isinstance(s, Loop):
+                text.append(s.stop)
+                go(s.body)
+    go(stmts)
+    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", " ".join(text)))
+
+
+def _defined_by(s: Stmt) -> set[str]:
+    if isinstance(s, Compute):
+        return {s.target.name}
+    if isinstance(s, Line):
+        return set(s.writes) | ({s.text.split("=")[0].strip()} if "=" in s.text else set())
+    return {n for b in s.body for n in _defined_by(b)} if isinstance(s, Loop) else set()
+
+
+def _needed(phase_a: list[Stmt], *users: list[Stmt]) -> list[Stmt]:
+    """The statements of ``phase_a`` that the ``users`` need, directly or not."""
+    want = set().union(*(_names_in(u) for u in users))
+    keep = []
+    for s in reversed(phase_a):
+        if _defined_by(s) & want:
+            keep.append(s)
+            want |= _names_in([s])
+    return keep[::-1]
+
+
+def _view(arr: str, offset: int, shape: tuple[int, ...]) -> str:
+    size = 1
+    for d in shape:
+        size *= d
+    view = f"{arr}[{offset}:{offset + size}]"
+    return view + (f".reshape({shape})" if len(shape) > 1 else "")

@@ -346,7 +346,7 @@ def sum(x: Tensor) -> Tensor:  # noqa: A001
 
 def mean(x: Tensor) -> Tensor:
     """Mean of all elements (per sample)."""
-    return sum(x) * (1.0 / x.size) if x.shape else x
+    return sum(x) * sp.Rational(1, x.size) if x.shape else x
 
 
 def _vector(x: Tensor, what: str) -> None:

@@ -19,6 +19,8 @@ folds constants into elementwise expressions.
 """
 from __future__ import annotations
 
+import builtins
+import keyword
 import re
 from dataclasses import dataclass, field
 from typing import Union
@@ -31,6 +33,12 @@ __all__ = [
 ]
 
 BATCH = "b"  #: the einsum letter of the implicit batch axis
+
+#: names generated code uses for itself; IR values never take them
+RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | {
+    "math", "np", "njit", "prange", "sigmoid", "softplus", "xlogy", "chunk_rows",
+    "theta", "v", "grad", "out", "hv", "partials", "acc", "total", "chunk", "n_samples", "inv_n",
+    "c", "c0", "c1", "r", "r0", "r1", "rows", "i", "j", "k", "l", "m", "p", "best", "best_at"}
 
 
 class IRError(ValueError):
@@ -167,12 +175,12 @@ class Builder:
     body: list[Assign] = field(default_factory=list)
     requested: int = 0
     _memo: dict[tuple, Value] = field(default_factory=dict)
-    _names: set[str] = field(default_factory=set)
+    _names: set[str] = field(default_factory=lambda: set(RESERVED))
     _consts: dict[str, sp.Expr] = field(default_factory=dict)
 
     def fresh(self, base: str) -> str:
         """A unique identifier derived from ``base`` (sanitized for generated code)."""
-        stem = re.sub(r"\W", "_", base) or "v"
+        stem = re.sub(r"\W", "_", base) or "value"
         if stem[0].isdigit():
             stem = "v_" + stem
         name, k = stem, 1

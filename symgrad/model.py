@@ -13,7 +13,7 @@ import numpy as np
 
 from codegen.cache import cache_key, load_source
 from codegen.emit_cpu import emit_module
-from codegen.lower import Sink, lower
+from codegen.lower import Lowered, Sink, lower
 
 from . import __version__
 from .autodiff import vjp
@@ -21,6 +21,7 @@ from .derivation import Derivation
 from .dsl import GraphError, Tensor
 from .initializers import initialize
 from .program import Forward, Signature, build_forward
+from .runner import KernelRunner
 
 __all__ = ["Model", "compile", "DataError", "KINDS"]
 
@@ -102,12 +103,14 @@ class Model:
     """
 
     def __init__(self, forward: Forward, adjoint_program: Any, n_forward: int, module: Any,
-                 source: str, dtype: np.dtype, fastmath: bool, check_finite: bool,
-                 stats: dict[str, Any], title: str) -> None:
+                 lowered: dict[str, Lowered], source: str, dtype: np.dtype, fastmath: bool,
+                 check_finite: bool, stats: dict[str, Any], title: str) -> None:
         self._forward = forward
         self._adjoint = adjoint_program
         self._n_forward = n_forward
         self._module = module
+        self._lowered = lowered
+        self._runners: dict[str, KernelRunner] = {}
         self._source = source
         self.dtype = dtype
         self.fastmath = fastmath
@@ -193,38 +196,41 @@ class Model:
                 raise DataError("data arrays hold no samples (N = 0)")
         return out
 
-    def _kernel(self, kind: str) -> Callable:
-        k = getattr(self._module, kind)
-        if kind not in self.stats["kernels_compiled"]:
-            t0 = time.perf_counter()
-            self.stats["kernels_compiled"][kind] = None
-            self._first_call = (kind, t0)
-        return k
+    def _runner(self, kind: str) -> KernelRunner:
+        r = self._runners.get(kind)
+        if r is None:
+            low = self._lowered[kind]
+            chunks = getattr(self._module, low.chunks.name) if low.chunks is not None else None
+            r = KernelRunner(chunks, getattr(self._module, kind), low.n_acc, self.dtype,
+                             needs_finish=kind != "predict")
+            self._runners[kind] = r
+        return r
 
-    def _call(self, kind: str, *args: Any) -> Any:
-        k = self._kernel(kind)
-        first = getattr(self, "_first_call", None)
-        res = k(*args)
-        if first is not None and first[0] == kind:
-            st = k.stats
-            self.stats["kernels_compiled"][kind] = {
-                "seconds": round(time.perf_counter() - first[1], 4),
-                "numba_cache": "hit" if st.cache_hits else "miss"}
-            self._first_call = None
+    def _call(self, kind: str, n: int, lead: tuple, rows_out: tuple = (), flat_out: tuple = ()) -> Any:
+        runner = self._runner(kind)
+        if kind in self.stats["kernels_compiled"]:
+            return runner(n, lead, rows_out, flat_out)
+        t0 = time.perf_counter()
+        res = runner(n, lead, rows_out, flat_out)
+        fns = [f for f in (runner.chunks, runner.finish) if f is not None]
+        self.stats["kernels_compiled"][kind] = {
+            "first_call_seconds": round(time.perf_counter() - t0, 4),
+            "numba_cache": "hit" if all(f.stats.cache_hits for f in fns) else "miss"}
         return res
 
     # ------------------------------------------------------------------ kernels
     def loss(self, theta: Any, *data: Any, **named: Any) -> float:
         """The objective: mean over samples of the per-sample loss."""
         t = self._theta(theta)
-        return float(self._call("loss", t, *self._data(self.data_names, data, named)))
+        d = self._data(self.data_names, data, named)
+        return float(self._call("loss", d[0].shape[0] if d else 1, (t, *d)))
 
     def value_and_grad(self, theta: Any, *data: Any, **named: Any) -> tuple[float, np.ndarray]:
         """(objective, gradient) from one fused forward+backward kernel call."""
         t = self._theta(theta)
         d = self._data(self.data_names, data, named)
         g = np.empty(self.n_params, dtype=self.dtype)
-        f = self._call("value_and_grad", t, *d, g)
+        f = self._call("value_and_grad", d[0].shape[0] if d else 1, (t, *d), flat_out=(g,))
         return float(f), g
 
     def grad(self, theta: Any, *data: Any, **named: Any) -> np.ndarray:
@@ -240,7 +246,7 @@ class Model:
         out_v = self._forward.program.output("output")
         n = d[0].shape[0] if d else 1
         out = np.empty((n,) + out_v.shape, dtype=self.dtype)
-        self._call("predict", t, *d, out)
+        self._call("predict", n, (t, *d), rows_out=(out,))
         return out
 
     # ------------------------------------------------------------------ inspection
@@ -250,7 +256,8 @@ class Model:
             return self._source
         self._check_kind(kind)
         import inspect
-        return inspect.getsource(getattr(self._module, kind).py_func)
+        return "\n\n".join(inspect.getsource(getattr(self._module, k.name).py_func)
+                           for k in self._lowered[kind].kernels)
 
     def derivation(self, kind: str = "value_and_grad") -> Derivation:
         """The derived program: forward assignments then adjoints; print it or call .latex()."""
@@ -268,7 +275,8 @@ class Model:
         cache = self.__dict__.setdefault("_inspect", {})
         if kind in cache:
             return cache[kind]
-        k = getattr(self._module, kind)
+        low = self._lowered[kind]
+        k = getattr(self._module, (low.chunks or low.finish).name)
         opts = {o: v for o, v in k.targetoptions.items() if o != "cache"}
         d = numba.njit(**opts)(k.py_func)
         n = 3
@@ -278,22 +286,25 @@ class Model:
             sp_ = self._specs[name]
             args.append(np.zeros(n, np.int64) if sp_.role == "labels"
                         else np.zeros((n,) + sp_.shape, dtype=self.dtype))
-        if kind == "value_and_grad":
+        if low.chunks is not None:
+            if kind == "predict":
+                args.append(np.zeros((n,) + self._forward.program.output("output").shape,
+                                     dtype=self.dtype))
+            args += [np.zeros((1, low.n_acc), dtype=self.dtype), 0, 1]
+        elif kind == "value_and_grad":
             args.append(np.zeros(self.n_params, dtype=self.dtype))
-        elif kind == "predict":
-            args.append(np.zeros((n,) + self._forward.program.output("output").shape, dtype=self.dtype))
         d.compile(tuple(numba.typeof(a) for a in args))
         cache[kind] = d
         return d
 
     def llvm(self, kind: str = "value_and_grad") -> str:
-        """LLVM IR of the kernel."""
+        """LLVM IR of the kernel (its per-chunk function, where the work is)."""
         self._check_kind(kind)
         d = self._inspect_dispatcher(kind)
         return next(iter(d.inspect_llvm().values()))
 
     def asm(self, kind: str = "value_and_grad") -> str:
-        """Native assembly of the kernel."""
+        """Native assembly of the kernel (its per-chunk function, where the work is)."""
         self._check_kind(kind)
         d = self._inspect_dispatcher(kind)
         return next(iter(d.inspect_asm().values()))
@@ -341,21 +352,22 @@ def compile(loss: Tensor, output: Tensor | None = None, *, dtype: Any = np.float
     inputs = tuple((n, role) for n, role, _, _ in sig.data if role == "input")
     grads = tuple(Sink(f"grad:{n}", "flat", "grad", off, int(np.prod(shape)) if shape else 1)
                   for n, shape, off, _ in sig.params)
-    kernels = [
-        lower(fwd.program, (Sink("objective", "return"),), name="loss", float_type=ft, data=data,
+    lowered = {
+        "loss": lower(fwd.program, (Sink("objective", "return"),), name="loss", float_type=ft, data=data,
               flat_leaves={"param": "theta"}, param_layout=layout,
               doc="Objective: mean over the batch of the per-sample loss."),
-        lower(adj_prog, (Sink("objective", "return"),) + grads, name="value_and_grad", float_type=ft,
+        "value_and_grad": lower(adj_prog, (Sink("objective", "return"),) + grads, name="value_and_grad", float_type=ft,
               data=data, flat_leaves={"param": "theta"}, param_layout=layout,
               doc="Objective and its gradient (written into grad), forward and backward fused."),
-    ]
+    }
     if output is not None:
-        kernels.append(lower(fwd.program, (Sink("output", "rows", "out"),), name="predict",
+        lowered["predict"] = (lower(fwd.program, (Sink("output", "rows", "out"),), name="predict",
                              float_type=ft, data=inputs, flat_leaves={"param": "theta"},
                              param_layout=layout, doc="The output expression for each sample."))
     t3 = time.perf_counter()
     title = f"{name}: loss {loss.name!r}, params {', '.join(sig.param_names) or '-'}"
     import numba
+    kernels = [k for low in lowered.values() for k in low.kernels]
     source = emit_module(kernels, title=title, float_type=ft, fastmath=fastmath, version=__version__)
     t4 = time.perf_counter()
     key = cache_key(source, "cpu", ft, str(fastmath), numba.__version__, __version__, _runtime_hash())
@@ -373,4 +385,4 @@ def compile(loss: Tensor, output: Tensor | None = None, *, dtype: Any = np.float
     })
     stats["stages"] = {"program": t1 - t0, "derivatives": t2 - t1, "lower": t3 - t2,
                        "emit": t4 - t3, "cache_import": t5 - t4}
-    return Model(fwd, adj_prog, n_fwd, module, source, dt, fastmath, check_finite, stats, title)
+    return Model(fwd, adj_prog, n_fwd, module, lowered, source, dt, fastmath, check_finite, stats, title)

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.special import erf, expit
 
 Array = np.ndarray
-ActSpec = Union[str, tuple[str, dict[str, float]]]
+ActSpec = Union[str, tuple[str, Any]]  # a name, or (name, kwargs as a dict or (key, value) pairs)
 Layer = tuple[Array, Union[Array, None], ActSpec]  # (W (out, in), b (out,) or None, activation)
 
 _SQRT2 = math.sqrt(2.0)
