@@ -19,7 +19,7 @@ _HEADER = '''\
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from symgrad.runtime import chunk_rows, sigmoid, softplus, xlogy
 '''

@@ -1,8 +1,8 @@
 """Program -> kernel IR: phases, batch chunks, loop nests, BLAS calls, fusion.
 
 A kernel runs in three phases. Phase A computes what depends on parameters
-alone, once. Phase B runs over the batch in fixed-size chunks (``prange``);
-each chunk accumulates its share of every batch reduction (the parameter
+alone. Phase B runs over the batch in fixed-size chunks (``<kind>_chunks``,
+run by symgrad.runner in parallel threads); each chunk accumulates its share of every batch reduction (the parameter
 gradients, the loss sum) into a private accumulator, and the partial sums are
 added in chunk order afterwards, so results do not depend on the thread
 count. Phase C finishes what depends on those sums.
@@ -479,7 +479,7 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
             Loop("c", "c0", "c1", tuple(pre + chunk_body))]
         chunks = Kernel(f"{name}_chunks", tuple(inputs + rows_out + ["partials", "c0", "c1"]),
                         tuple(body), False,
-                        f"Chunks c0..c1 of {name}: forward and backward fused; chunk c writes its "
+                        f"Chunks c0..c1 of {name}, all its per-sample work fused; chunk c writes its "
                         "sums to partials[c] and nothing else, so chunks may run in parallel.")
         if n_acc:
             finish.append(Line("total = partials[0].copy()"))

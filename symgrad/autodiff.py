@@ -84,6 +84,12 @@ def vjp(program: Program, seed: str = "objective", wrt: tuple[str, ...] = ("para
         for a in program.body:
             b.adopt(a)
     y = program.output(seed)
+    # only values that depend on a leaf in ``wrt`` need adjoints (no gradient for the data)
+    active: set[str] = set()
+    for a in program.body:
+        if (isinstance(a.op, Leaf) and a.op.role in wrt) or any(x.name in active for x in a.args):
+            if not isinstance(a.op, (Detach, ArgMax)):
+                active.add(a.out.name)
     adj: dict[str, list[Value]] = defaultdict(list)
     adj[y.name].append(b.constant(1))
 
@@ -97,7 +103,7 @@ def vjp(program: Program, seed: str = "objective", wrt: tuple[str, ...] = ("para
         return b.elementwise(f"d_{v.name}", sp.Add(*syms), tuple(parts), note=f"adjoint of {v.name}")
 
     for a in reversed(program.body):
-        if isinstance(a.op, Leaf) or a.out.kind != "real":
+        if isinstance(a.op, Leaf) or a.out.name not in active:
             continue
         g = total(a.out)
         if g is None:
@@ -108,7 +114,7 @@ def vjp(program: Program, seed: str = "objective", wrt: tuple[str, ...] = ("para
             g_s = arg_symbols(len(args) + 2)[-1]  # a0..a{k-1} args, a{k} the output, then g
             for i, d in enumerate(partials):
                 x = args[i]
-                if x.kind != "real" or d == 0:
+                if x.name not in active or d == 0:
                     continue
                 if d == 1:
                     contrib = g
@@ -118,7 +124,7 @@ def vjp(program: Program, seed: str = "objective", wrt: tuple[str, ...] = ("para
                 adj[x.name].append(_reduce_to(b, contrib, x, note=f"adjoint of {x.name}"))
         elif isinstance(op, Einsum):
             for k, x in enumerate(args):
-                if x.kind != "real":
+                if x.name not in active:
                     continue
                 others = tuple(v for i, v in enumerate(args) if i != k)
                 if any(b.constant_of(o) == 0 for o in others):
@@ -128,10 +134,14 @@ def vjp(program: Program, seed: str = "objective", wrt: tuple[str, ...] = ("para
                 adj[x.name].append(contrib)
         elif isinstance(op, Gather):
             v, idx = args
+            if v.name not in active:
+                continue
             contrib = b.scatter(f"d_{v.name}", g, idx, v.shape[-1], note=f"d {a.out.name} / d {v.name}")
             adj[v.name].append(_reduce_to(b, contrib, v, note=f"adjoint of {v.name}"))
         elif isinstance(op, Scatter):
             x, idx = args
+            if x.name not in active:
+                continue
             contrib = b.gather(f"d_{x.name}", g, idx, note=f"d {a.out.name} / d {x.name}")
             adj[x.name].append(_reduce_to(b, contrib, x, note=f"adjoint of {x.name}"))
         elif isinstance(op, (Detach, ArgMax)):

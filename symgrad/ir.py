@@ -195,7 +195,7 @@ class Builder:
         self._names.add(assign.out.name)
         self.body.append(assign)
         if not isinstance(assign.op, Leaf):
-            self._memo[(assign.op, assign.args)] = assign.out
+            self._memo[(assign.op, assign.args, assign.out.shape)] = assign.out
         else:
             self._memo[(assign.op,)] = assign.out
         if isinstance(assign.op, Elementwise) and not assign.args:
@@ -208,7 +208,7 @@ class Builder:
     def _emit(self, op: Op, args: tuple[Value, ...], shape: tuple[int, ...], batched: bool,
               kind: str, name: str, note: str) -> Value:
         self.requested += 1
-        key = (op, args) if not isinstance(op, Leaf) else (op,)
+        key = (op, args, shape) if not isinstance(op, Leaf) else (op,)
         hit = self._memo.get(key)
         if hit is not None:
             return hit
@@ -223,6 +223,8 @@ class Builder:
 
     def elementwise(self, name: str, expr: sp.Expr, args: tuple[Value, ...], note: str = "") -> Value:
         """``expr`` in a0..a{k-1}; constants among ``args`` are folded into it."""
+        shape = _broadcast_shape(name, args)
+        batched = any(a.batched for a in args)
         syms = arg_symbols(len(args))
         subs, keep = {}, []
         for s, a in zip(syms, args):
@@ -237,10 +239,10 @@ class Builder:
         new_syms = arg_symbols(len(keep))
         expr = expr.xreplace({s: n for (s, _), n in zip(keep, new_syms)})
         args = tuple(a for _, a in keep)
-        if len(args) == 1 and expr == new_syms[0]:
+        if len(args) == 1 and expr == new_syms[0] and args[0].shape == shape:
             return args[0]
-        shape = _broadcast_shape(name, args)
-        batched = any(a.batched for a in args)
+        if not args:
+            batched = False  # a constant is the same for every sample
         out = self._emit(Elementwise(ScalarFn(name, expr, len(args))), args, shape, batched, "real",
                          name, note)
         if not args:

@@ -277,7 +277,7 @@ class Model:
             return cache[kind]
         low = self._lowered[kind]
         k = getattr(self._module, (low.chunks or low.finish).name)
-        opts = {o: v for o, v in k.targetoptions.items() if o != "cache"}
+        opts = {o: v for o, v in k.targetoptions.items() if o not in ("cache", "nopython")}
         d = numba.njit(**opts)(k.py_func)
         n = 3
         args: list[Any] = [np.zeros(self.n_params, dtype=self.dtype)]
@@ -375,7 +375,7 @@ def compile(loss: Tensor, output: Tensor | None = None, *, dtype: Any = np.float
     t5 = time.perf_counter()
     n_fwd = len(fwd.program.body)
     stats.update({
-        "ops_requested": adj_builder.requested,
+        "ops_before_cse": fwd.requested_ops + adj_builder.requested,
         "ops_after_cse": len(adj_prog.body),
         "forward_ops": n_fwd,
         "source_lines": source.count("\n"),

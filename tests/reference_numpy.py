@@ -378,9 +378,6 @@ def min_kink_distance(layers: Sequence[Layer], cache: Cache) -> float:
     return d
 
 
-Penalty = tuple[str, float, Any]  # (kind 'l1'|'l2', coeff, key into the grads: (layer, 'W'|'b'))
-
-
 def value_and_grad(
     layers: Sequence[Layer],
     loss: str,
