@@ -39,9 +39,8 @@ def _stmt(s: Stmt, pr: NumbaPrinter, depth: int, out: list[str]) -> None:
     elif isinstance(s, Loop):
         if s.comment:
             out.append(f"{pad}# {s.comment}")
-        rng = "prange" if s.parallel else "range"
         bounds = s.stop if s.start == "0" else f"{s.start}, {s.stop}"
-        out.append(f"{pad}for {s.var} in {rng}({bounds}):")
+        out.append(f"{pad}for {s.var} in range({bounds}):")
         for b in s.body:
             _stmt(b, pr, depth + 1, out)
         if not s.body:

@@ -41,8 +41,7 @@ def _merge(stmts: list[Stmt]) -> list[Stmt]:
                 inits = out[j + 1:]
                 del out[j:]
                 out.extend(inits)
-                out.append(Loop(prev.var, prev.start, prev.stop, prev.body + s.body, prev.parallel,
-                                prev.comment))
+                out.append(Loop(prev.var, prev.start, prev.stop, prev.body + s.body, prev.comment))
                 continue
         out.append(s)
     return out
@@ -57,7 +56,7 @@ def _rename(stmts: tuple[Stmt, ...] | list[Stmt], names: set[str]) -> list[Stmt]
             out.append(Compute(fix(s.target), s.expr, tuple((sym, fix(r)) for sym, r in s.binds),
                                s.op, s.comment))
         elif isinstance(s, Loop):
-            out.append(Loop(s.var, s.start, s.stop, tuple(_rename(s.body, names)), s.parallel, s.comment))
+            out.append(Loop(s.var, s.start, s.stop, tuple(_rename(s.body, names)), s.comment))
         else:
             out.append(s)
     return out

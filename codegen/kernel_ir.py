@@ -56,7 +56,6 @@ class Loop:
     start: str
     stop: str
     body: tuple["Stmt", ...]
-    parallel: bool = False
     comment: str = ""
 
 
@@ -65,14 +64,12 @@ Stmt = Union[Compute, Line, Loop]
 
 @dataclass(frozen=True)
 class Kernel:
-    """One generated function: name, parameters, body, whether it uses prange."""
+    """One generated function: name, parameters, body, docstring."""
 
     name: str
     params: tuple[str, ...]
     body: tuple[Stmt, ...]
-    parallel: bool
     doc: str = ""
-    returns: str = ""
 
 
 def walk_refs(stmts: tuple[Stmt, ...] | list[Stmt]) -> Iterator[tuple[str, Ref, tuple[Loop, ...]]]:

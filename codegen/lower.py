@@ -2,8 +2,9 @@
 
 A kernel runs in three phases. Phase A computes what depends on parameters
 alone. Phase B runs over the batch in fixed-size chunks (``<kind>_chunks``,
-run by symgrad.runner in parallel threads); each chunk accumulates its share of every batch reduction (the parameter
-gradients, the loss sum) into a private accumulator, and the partial sums are
+run by symgrad.runner in parallel threads); each chunk accumulates its share
+of every batch reduction (the parameter gradients, the loss sum) into its own
+row of ``partials``, and the partial sums are
 added in chunk order afterwards, so results do not depend on the thread
 count. Phase C finishes what depends on those sums.
 
@@ -478,7 +479,7 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
                  "rows per chunk: depends on N and the accumulator size, never on threads"),
             Loop("c", "c0", "c1", tuple(pre + chunk_body))]
         chunks = Kernel(f"{name}_chunks", tuple(inputs + rows_out + ["partials", "c0", "c1"]),
-                        tuple(body), False,
+                        tuple(body),
                         f"Chunks c0..c1 of {name}, all its per-sample work fused; chunk c writes its "
                         "sums to partials[c] and nothing else, so chunks may run in parallel.")
         if n_acc:
@@ -510,7 +511,7 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
     params = inputs + [a for a in out_arrays if a not in [s.array for s, _ in sink_rows]]
     if chunk_body and n_acc:
         params.append("partials")
-    fin = Kernel(name, tuple(dict.fromkeys(params)), tuple(finish), False, doc)
+    fin = Kernel(name, tuple(dict.fromkeys(params)), tuple(finish), doc)
     return Lowered(chunks, fin, n_acc)
 
 
