@@ -16,13 +16,11 @@ intermediates that never leave the fused loop become scalars (see
 """
 from __future__ import annotations
 
-import builtins
-import keyword
 from dataclasses import dataclass
 
 import sympy as sp
 
-from symgrad.ir import (BATCH, ArgMax, Assign, Detach, Einsum, Elementwise, Gather, IRError, Leaf,
+from symgrad.ir import (BATCH, RESERVED, ArgMax, Assign, Detach, Einsum, Elementwise, Gather, IRError, Leaf,
                         Program, Scatter, Value, arg_symbols)
 
 from .fusion import fuse_row_body
@@ -36,7 +34,6 @@ GEMM_MIN_WORK = 8192
 GEMM_MIN_DEPTH = 16
 #: rows assumed per chunk when estimating a chunk-level contraction's work
 CHUNK_ESTIMATE = 128
-_RUNTIME = ("sigmoid", "softplus", "xlogy", "chunk_rows")
 
 
 @dataclass(frozen=True)
@@ -63,8 +60,7 @@ class _Store:
 
 class _Namer:
     def __init__(self, taken: set[str]) -> None:
-        self.taken = set(taken) | set(keyword.kwlist) | set(dir(builtins)) | {
-            "math", "np", "prange", "njit", *_RUNTIME}
+        self.taken = set(taken) | RESERVED
 
     def __call__(self, base: str) -> str:
         name, k = base, 1

@@ -7,13 +7,9 @@ from its cache); everything before that happens in ``compile``.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from codegen.cache import cache_key, load_source
-from codegen.emit_cpu import emit_module
-from codegen.lower import Lowered, Sink, lower
 
 from . import __version__
 from .autodiff import vjp
@@ -22,6 +18,9 @@ from .dsl import GraphError, Tensor
 from .initializers import initialize
 from .program import Forward, Signature, build_forward
 from .runner import KernelRunner
+
+if TYPE_CHECKING:
+    from codegen.lower import Lowered
 
 __all__ = ["Model", "compile", "DataError", "KINDS"]
 
@@ -35,6 +34,8 @@ class DataError(ValueError):
 
 def _runtime_hash() -> str:
     import inspect
+
+    from codegen.cache import cache_key
 
     from . import runtime
     return cache_key(inspect.getsource(runtime))
@@ -336,6 +337,11 @@ def compile(loss: Tensor, output: Tensor | None = None, *, dtype: Any = np.float
     lets LLVM reassociate floating-point sums (faster, results then depend on
     vectorization). ``check_finite`` rejects NaN/inf in data.
     """
+    # codegen imports symgrad.ir; importing it here keeps `import codegen.x` free of a cycle
+    from codegen.cache import cache_key, load_source
+    from codegen.emit_cpu import emit_module
+    from codegen.lower import Sink, lower
+
     if backend != "cpu":
         raise ValueError(f"backend {backend!r} is not available; this build has backend='cpu'")
     dt = _float_type(dtype)
