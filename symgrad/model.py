@@ -42,17 +42,29 @@ def _runtime_hash() -> str:
 
 
 class _DataSpec:
-    """Validation and conversion of one data argument, kept off the hot path where possible."""
+    """Validation and conversion of one data argument.
 
-    __slots__ = ("name", "role", "shape", "classes", "_ok")
+    The value checks (finite, labels in range) are O(N); they are skipped when
+    the very array object last validated is passed again, as in an optimizer
+    loop. An array modified in place after it passed is therefore not
+    re-checked.
+    """
+
+    __slots__ = ("name", "role", "shape", "classes", "_last")
 
     def __init__(self, name: str, role: str, shape: tuple[int, ...], classes: int) -> None:
         self.name, self.role, self.shape, self.classes = name, role, shape, classes
-        self._ok: tuple | None = None   # identity of the last array that passed the value checks
+        self._last: tuple[Any, np.ndarray] | None = None   # (object passed, converted array)
 
     def convert(self, x: Any, dtype: np.dtype, check_finite: bool) -> np.ndarray:
-        if self.role == "labels":
-            return self._labels(x)
+        last = self._last
+        if last is not None and last[0] is x:
+            return last[1]
+        a = self._labels(x) if self.role == "labels" else self._real(x, dtype, check_finite)
+        self._last = (x, a)
+        return a
+
+    def _real(self, x: Any, dtype: np.dtype, check_finite: bool) -> np.ndarray:
         a = np.asarray(x)
         if a.dtype.kind not in "fiub":
             raise DataError(f"data {self.name!r}: expected numbers, got dtype {a.dtype}")
@@ -63,15 +75,11 @@ class _DataSpec:
             raise DataError(f"data {self.name!r}: expected shape (N, {', '.join(map(str, want))}), "
                             f"got {a.shape}")
         a = np.ascontiguousarray(a, dtype=dtype)
-        if check_finite:
-            ident = (id(x), a.ctypes.data, a.shape)
-            if self._ok != ident:
-                if not np.isfinite(a).all():
-                    bad = np.argwhere(~np.isfinite(a))[0]
-                    raise DataError(f"data {self.name!r} holds NaN or inf (first at index "
-                                    f"{tuple(int(i) for i in bad)}); pass check_finite=False to "
-                                    "sg.compile to allow it")
-                self._ok = ident
+        if check_finite and not np.isfinite(a).all():
+            bad = np.argwhere(~np.isfinite(a))[0]
+            raise DataError(f"data {self.name!r} holds NaN or inf (first at index "
+                            f"{tuple(int(i) for i in bad)}); pass check_finite=False to "
+                            "sg.compile to allow it")
         return a
 
     def _labels(self, y: Any) -> np.ndarray:
@@ -80,18 +88,15 @@ class _DataSpec:
             a = a[:, 0]
         if a.ndim != 1:
             raise DataError(f"labels {self.name!r}: expected shape (N,), got {a.shape}")
-        ident = (id(y), a.ctypes.data, a.shape)
         if a.dtype.kind == "f":
-            if self._ok != ident and not (np.isfinite(a).all() and (a == np.round(a)).all()):
+            if not (np.isfinite(a).all() and (a == np.round(a)).all()):
                 raise DataError(f"labels {self.name!r}: float labels must hold whole numbers")
         elif a.dtype.kind not in "iu":
             raise DataError(f"labels {self.name!r}: expected integers, got dtype {a.dtype}")
         out = np.ascontiguousarray(a, dtype=np.int64)
-        if self._ok != ident:
-            if out.size and (out.min() < 0 or out.max() >= self.classes):
-                bad = int(out[(out < 0) | (out >= self.classes)][0])
-                raise DataError(f"labels {self.name!r}: value {bad} outside [0, {self.classes})")
-            self._ok = ident
+        if out.size and (out.min() < 0 or out.max() >= self.classes):
+            bad = int(out[(out < 0) | (out >= self.classes)][0])
+            raise DataError(f"labels {self.name!r}: value {bad} outside [0, {self.classes})")
         return out
 
 

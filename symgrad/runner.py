@@ -42,38 +42,44 @@ def _executor() -> ThreadPoolExecutor:
 
 
 class _BlasPin:
-    """Set every loaded OpenBLAS/MKL/BLIS to one thread for the duration of a call.
+    """Set every loaded OpenBLAS to one thread for the duration of a call.
 
-    The library handles are looked up once (threadpoolctl); a call then costs
-    two cheap C calls per library.
+    The libraries are found once (threadpoolctl); a call then costs two C calls
+    per library through their own ``openblas_get/set_num_threads``.
     """
 
     def __init__(self) -> None:
-        self._libs: list[Any] | None = None
+        self._fns: list[tuple[Callable[[], int], Callable[[int], None]]] | None = None
+        self._saved: list[tuple[Callable[[int], None], int]] = []
 
-    def _load(self) -> list[Any]:
-        if self._libs is None:
+    def _load(self) -> list[tuple[Callable[[], int], Callable[[int], None]]]:
+        if self._fns is None:
+            fns = []
             try:
                 from threadpoolctl import ThreadpoolController
-                self._libs = [c for c in ThreadpoolController().lib_controllers
-                              if c.user_api == "blas"]
-            except Exception:  # threadpoolctl missing or failing: nothing to pin
-                self._libs = []
-        return self._libs
+                for c in ThreadpoolController().lib_controllers:
+                    if c.user_api == "blas" and c.internal_api == "openblas":
+                        pre, suf = c._symbol_prefix, c._symbol_suffix
+                        get = getattr(c.dynlib, f"{pre}openblas_get_num_threads{suf}")
+                        set_ = getattr(c.dynlib, f"{pre}openblas_set_num_threads{suf}")
+                        fns.append((get, set_))
+            except Exception:  # threadpoolctl missing or unlike this version: nothing to pin
+                fns = []
+            self._fns = fns
+        return self._fns
 
-    def __enter__(self) -> list[tuple[Any, int]]:
+    def __enter__(self) -> None:
         saved = []
-        for lib in self._load():
-            n = lib.get_num_threads()
+        for get, set_ in self._load():
+            n = get()
             if n != 1:
-                lib.set_num_threads(1)
-                saved.append((lib, n))
+                set_(1)
+                saved.append((set_, n))
         self._saved = saved
-        return saved
 
     def __exit__(self, *exc: object) -> None:
-        for lib, n in self._saved:
-            lib.set_num_threads(n)
+        for set_, n in self._saved:
+            set_(n)
 
 
 blas_pinned = _BlasPin()
