@@ -17,14 +17,16 @@ def _idx(v_shape: tuple[int, ...], batched: bool, letters: str) -> str:
 
 def _einsum_text(a: Assign, latex: bool) -> str:
     ins, out = a.op.spec.split("->")
-    terms = [f"{x.name}[{','.join(ls)}]" if ls else x.name for x, ls in zip(a.args, ins.split(","))]
     summed = sorted({ch for ls in ins.split(",") for ch in ls} - set(out))
-    lhs = f"{a.out.name}[{','.join(out)}]" if out else a.out.name
     if latex:
-        terms = [t.replace("[", "_{").replace("]", "}").replace(".", r"\_") for t in terms]
-        lhs = lhs.replace("[", "_{").replace("]", "}").replace(".", r"\_")
+        def tex(name: str, ls: str) -> str:
+            base = r"\mathrm{" + name.replace("_", r"\_") + "}"
+            return base + (f"_{{{','.join(ls)}}}" if ls else "")
+        terms = [tex(x.name, ls) for x, ls in zip(a.args, ins.split(","))]
         s = rf"\sum_{{{','.join(summed)}}} " if summed else ""
-        return f"{lhs} = {s}" + r" \, ".join(terms)
+        return f"{tex(a.out.name, out)} = {s}" + r" \, ".join(terms)
+    terms = [f"{x.name}[{','.join(ls)}]" if ls else x.name for x, ls in zip(a.args, ins.split(","))]
+    lhs = f"{a.out.name}[{','.join(out)}]" if out else a.out.name
     s = f"sum_{''.join(summed)} " if summed else ""
     return f"{lhs} = {s}" + " * ".join(terms)
 
@@ -41,13 +43,12 @@ def format_assign(a: Assign, latex: bool = False) -> str:
                 else f"{out.name}: {what}{shape}{per}")
     if isinstance(op, Elementwise):
         syms = arg_symbols(len(a.args))
-        sub = {s: sp.Symbol(x.name + (_idx(x.shape, x.batched, "ij") if not latex else ""))
-               for s, x in zip(syms, a.args)}
-        expr = op.fn.expr.xreplace(sub)
-        lhs = out.name + (_idx(out.shape, out.batched, "ij") if not latex else "")
         if latex:
-            return f"{name(lhs)} = {sp.latex(expr)}"
-        return f"{lhs} = {sp.sstr(expr)}"
+            names = {s: r"\mathrm{" + x.name.replace("_", r"\_") + "}" for s, x in zip(syms, a.args)}
+            lhs = r"\mathrm{" + out.name.replace("_", r"\_") + "}"
+            return f"{lhs} = {sp.latex(op.fn.expr, symbol_names=names)}"
+        sub = {s: sp.Symbol(x.name + _idx(x.shape, x.batched, "ij")) for s, x in zip(syms, a.args)}
+        return f"{out.name}{_idx(out.shape, out.batched, 'ij')} = {sp.sstr(op.fn.expr.xreplace(sub))}"
     if isinstance(op, Einsum):
         return _einsum_text(a, latex)
     if isinstance(op, Gather):
