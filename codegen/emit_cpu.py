@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import njit
 
-from symgrad.runtime import chunk_rows, sigmoid, softplus, xlogy
+from symgrad.runtime import chunk_rows, sigmoid, softplus, tanh, xlogy
 '''
 
 

@@ -84,6 +84,10 @@ class NumbaPrinter(PythonCodePrinter):
         a = self._print(expr.args[0])
         return f"({self._lit(1)} if {a} > 0 else ({self._lit(-1)} if {a} < 0 else {self._lit(0)}))"
 
+    def _print_tanh(self, expr: sp.Expr) -> str:
+        # symgrad.runtime.tanh: libm-free, so the loop around it vectorizes
+        return f"tanh({self._print(expr.args[0])})"
+
     def _print_Abs(self, expr: sp.Expr) -> str:
         return f"abs({self._print(expr.args[0])})"
 

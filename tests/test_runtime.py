@@ -1,0 +1,53 @@
+"""The runtime helpers generated kernels call: stability and stated accuracy."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from numba import njit
+
+from symgrad.runtime import chunk_rows, expm1, sigmoid, softplus, tanh, xlogy
+
+
+@njit(error_model="numpy")
+def _map(f, x, out):
+    for i in range(x.shape[0]):
+        out[i] = f(x[i])
+
+
+GRID = np.concatenate([np.linspace(-30, 30, 20001), np.logspace(-300, 2.5, 2000),
+                       -np.logspace(-300, 2.5, 2000), [0.0, -0.0, 800.0, -800.0]])
+
+
+def test_tanh_accuracy_against_libm():
+    got = np.empty_like(GRID)
+    _map(tanh, GRID, got)
+    want = np.tanh(GRID)
+    nz = want != 0
+    assert np.max(np.abs(got[nz] - want[nz]) / np.abs(want[nz])) < 2e-15
+    assert np.all(got[~nz] == 0)
+
+
+def test_expm1_accuracy_against_libm():
+    y = np.concatenate([np.linspace(-700, 700, 20001), np.logspace(-300, 0, 2000),
+                        -np.logspace(-300, 0, 2000)])
+    got = np.empty_like(y)
+    _map(expm1, y, got)
+    want = np.expm1(y)
+    assert np.max(np.abs(got - want) / np.abs(want)) < 2e-15
+
+
+@pytest.mark.parametrize("x", [-800.0, -40.0, 0.0, 40.0, 800.0])
+def test_stable_helpers(x):
+    s = sigmoid(x)
+    assert 0 <= s <= 1 and s == pytest.approx(1 / (1 + math.exp(-x)) if x > -700 else 0.0)
+    assert math.isfinite(softplus(x)) and softplus(x) == pytest.approx(max(x, 0) + math.log1p(math.exp(-abs(x))))
+    assert xlogy(0.0, 0.0) == 0.0 and xlogy(2.0, 3.0) == pytest.approx(2 * math.log(3))
+
+
+def test_chunk_rows_depends_on_n_only():
+    for n in (1, 32, 64, 65, 256, 1000, 10000):
+        c = chunk_rows(n, 100)
+        n_chunks = -(-n // c)
+        assert 1 <= n_chunks <= 16 and c >= min(n, 32) and (n_chunks - 1) * c < n
