@@ -457,6 +457,9 @@ def header(args: argparse.Namespace, threads: common.Threads, notes: list[str]) 
              f"- numba threading layer: {threading_layer()}",
              "- BLAS/OpenMP libraries loaded (threadpoolctl):"]
     lines += [f"  - {lib}" for lib in threads.blas_libraries()]
+    if max(args.load_before, os.getloadavg()[0]) > 0.5:
+        lines.append("- **WARNING: the machine was busy during this run (load average above); "
+                     "multi-threaded columns suffer most. Rerun on an idle machine before quoting numbers.**")
     lines += [f"- note: {note}" for note in notes]
     return lines
 
