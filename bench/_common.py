@@ -109,6 +109,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def busy_cpus(seconds: float = 1.0) -> float:
+    """CPUs' worth of work other processes did while this one slept for `seconds` (Linux /proc/stat).
+
+    Unlike the load average, this does not remember this process's own earlier work.
+    """
+    def ticks() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v) - v[3] - v[4], sum(v)  # busy (all but idle, iowait), total
+
+    b0, t0 = ticks()
+    time.sleep(seconds)
+    b1, t1 = ticks()
+    return (b1 - b0) / max(t1 - t0, 1) * (os.cpu_count() or 1)
+
+
 @dataclass
 class Case:
     """One implementation to time: a no-argument call and the BLAS threads it runs with."""

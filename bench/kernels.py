@@ -439,7 +439,7 @@ def header(args: argparse.Namespace, threads: common.Threads, notes: list[str]) 
     import scipy
     import symgrad
 
-    n = threads.threads
+    n, busy_after = threads.threads, common.busy_cpus()
     versions = [f"python {sys.version.split()[0]}", f"numpy {np.__version__}", f"scipy {scipy.__version__}",
                 f"numba {numba.__version__}", f"symgrad {getattr(symgrad, '__version__', '?')}"]
     versions += [f"{m} {sys.modules[m].__version__}" for m in ("torch", "jax") if m in sys.modules]
@@ -447,8 +447,7 @@ def header(args: argparse.Namespace, threads: common.Threads, notes: list[str]) 
     xla = f" and XLA_FLAGS={os.environ['XLA_FLAGS']}" if "XLA_FLAGS" in os.environ else ""
     lines = [f"# symgrad value_and_grad benchmark{' (--quick)' if args.quick else ''}", "",
              f"- CPU: {common.cpu_model()}; this process may run on CPUs {sorted(os.sched_getaffinity(0))}; "
-             f"1-min load average {args.load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after "
-             "(other processes on the machine skew all columns)",
+             f"other processes kept {args.busy_before:.2f} CPUs busy before the run, {busy_after:.2f} after it",
              f"- {', '.join(versions)}",
              f"- {common.env_changes()}",
              f"- threads: numba.set_num_threads({n}); symgrad with BLAS limited to 1 thread (threadpoolctl); "
@@ -457,9 +456,10 @@ def header(args: argparse.Namespace, threads: common.Threads, notes: list[str]) 
              f"- numba threading layer: {threading_layer()}",
              "- BLAS/OpenMP libraries loaded (threadpoolctl):"]
     lines += [f"  - {lib}" for lib in threads.blas_libraries()]
-    if max(args.load_before, os.getloadavg()[0]) > 0.5:
-        lines.append("- **WARNING: the machine was busy during this run (load average above); "
-                     "multi-threaded columns suffer most. Rerun on an idle machine before quoting numbers.**")
+    if max(args.busy_before, busy_after) > 0.2:
+        lines.append("- **WARNING: other processes were using the CPUs (see above); spinning "
+                     "thread pools (PyTorch, NumPy's BLAS) suffer most, up to 100x. Rerun on an idle machine "
+                     "before quoting numbers.**")
     lines += [f"- note: {note}" for note in notes]
     return lines
 
@@ -504,7 +504,7 @@ def targets(rows: list[dict[str, Any]], probe: dict[str, Any] | None) -> list[st
 
 
 def main(args: argparse.Namespace) -> None:
-    args.load_before = os.getloadavg()[0]
+    args.busy_before = common.busy_cpus()
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(WORKLOADS) - {"compile"}
     if unknown:
