@@ -78,11 +78,10 @@ def _parse(spec: str) -> tuple[list[str], str]:
 
 class _Lowering:
     def __init__(self, program: Program, sinks: tuple[Sink, ...], float_type: str,
-                 data_order: tuple[str, ...], leaf_arrays: dict[str, tuple[str, int]]) -> None:
+                 flat_roles: frozenset[str]) -> None:
         self.program, self.sinks, self.ft = program, sinks, float_type
         self.dtype = f"np.{float_type}"
-        self.data_order = data_order          # data leaf labels, in argument order
-        self.leaf_arrays = leaf_arrays        # role -> (flat array param, ...) e.g. param -> theta
+        self.flat_roles = flat_roles          # leaf roles held in a flat vector (param -> theta)
         by_name = {a.out.name: a for a in program.body}
         self.by_name = by_name
         self.live = self._live({program.output(s.key).name for s in sinks})
@@ -305,7 +304,7 @@ class _Lowering:
             if isinstance(op, Leaf):
                 if op.role == "batch_scale":
                     self.store[v.name] = _Store("scalar", "inv_n")
-                elif op.role in self.leaf_arrays:
+                elif op.role in self.flat_roles:
                     self.store[v.name] = _Store("scalar" if not v.shape else "array", v.name)
                 else:
                     self.store[v.name] = _Store("array", self.name(f"{v.name}_c"))
@@ -383,7 +382,6 @@ class _Lowering:
         for sink, v in sink_rows:
             body.append(Line(f"{sink.array}[r0:r1] = {self.store[v.name].name}",
                              f"{sink.key}: rows of this chunk"))
-        # consumers are compared by identity of the Assign objects
         return body
 
     def sink_stmt(self, sink: Sink, v: Value) -> Line:
@@ -426,8 +424,7 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
     ``flat_leaves``: role -> flat argument holding all leaves of that role (param -> theta,
     tangent -> v), laid out by ``param_layout`` (label -> (offset, shape)).
     """
-    L = _Lowering(program, sinks, float_type, tuple(d for d, _ in data),
-                  {role: (arr, 0) for role, arr in flat_leaves.items()})
+    L = _Lowering(program, sinks, float_type, frozenset(flat_leaves))
     n_acc = L.plan_storage()
     leaves = {a.op.label: a for a in L.assigns if isinstance(a.op, Leaf)}
     inputs: list[str] = list(flat_leaves.values())
