@@ -380,9 +380,30 @@ class _Lowering:
             members.add(id(a))
         flush()
         for sink, v in sink_rows:
-            body.append(Line(f"{sink.array}[r0:r1] = {self.store[v.name].name}",
-                             f"{sink.key}: rows of this chunk"))
+            body.append(self.row_sink(sink, v))
         return body
+
+    def row_sink(self, sink: Sink, v: Value) -> Line:
+        """This chunk's rows of a per-sample output; with ``size``, columns offset..offset+size
+        of a (N, ...) array (a Jacobian row block), broadcasting values that do not vary."""
+        st = self.store[v.name]
+        if st.kind == "const":
+            from .printer import NumbaPrinter
+            val = NumbaPrinter(self.ft).doprint_expr(st.expr)
+        else:
+            val = st.name
+        comment = f"{sink.key}: rows of this chunk"
+        if not sink.size:
+            return Line(f"{sink.array}[r0:r1] = {val}", comment)
+        cols = f"{sink.array}[r0:r1, {sink.offset}:{sink.offset + sink.size}]"
+        if st.kind == "const":
+            return Line(f"{cols} = {val}", comment)
+        if not v.shape:
+            return Line(f"{sink.array}[r0:r1, {sink.offset}] = {val}", comment)
+        if v.batched:
+            return Line(f"{cols} = {val}.reshape(rows, {sink.size})" if len(v.shape) > 1
+                        else f"{cols} = {val}", comment)
+        return Line(f"{cols} = {val}.ravel()", comment)
 
     def sink_stmt(self, sink: Sink, v: Value) -> Line:
         st = self.store[v.name]
@@ -466,7 +487,7 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
                 st = L.store.get(a.out.name)
                 if st is not None and st.kind == "acc" and a.out.shape and L.phase[a.out.name] == "B":
                     pre.append(Line(f"{st.name}_acc = {_view('acc', st.acc_slot, a.out.shape)}"))
-        rows_out = [s.array for s, _ in sink_rows]
+        rows_out = list(dict.fromkeys(s.array for s, _ in sink_rows))
         body = head + phase_a + [
             Line(f"chunk = chunk_rows(n_samples, {n_acc})",
                  "rows per chunk: depends on N and the accumulator size, never on threads"),

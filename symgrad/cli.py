@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .model import KINDS
+
 __all__ = ["main"]
 
 _SHOW = ("source", "derivation", "llvm", "asm", "stats")
@@ -71,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     ins = sub.add_parser("inspect", help="show a model's generated kernel, derivation, LLVM IR, assembly or stats")
     ins.add_argument("target", help="FILE.py[:NAME], NAME a compiled model or a scalar loss expression")
-    ins.add_argument("--kernel", default="value_and_grad", help="loss | value_and_grad | predict")
+    ins.add_argument("--kernel", default="value_and_grad", help=" | ".join(KINDS))
     ins.add_argument("--show", default="source", choices=_SHOW)
     ins.set_defaults(fn=_inspect)
     c = sub.add_parser("cache", help="the on-disk kernel cache ($SYMGRAD_CACHE_DIR)")

@@ -64,17 +64,32 @@ def format_assign(a: Assign, latex: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Derivation:
-    """A program as the user reads it: ``str()`` gives text, ``.latex()`` an align block."""
+    """A program as the user reads it: ``str()`` gives text, ``.latex()`` an align block.
+
+    ``forward`` and ``adjoint`` name the values of the forward and the gradient
+    programs; the listing is headed forward / backward / tangents accordingly.
+    """
 
     title: str
     program: Program
-    n_forward: int
+    forward: frozenset[str] | set[str] = frozenset()
+    adjoint: frozenset[str] | set[str] = frozenset()
+
+    def _section(self, a: Assign) -> str:
+        if a.out.name in self.forward:
+            return "# forward"
+        if a.out.name in self.adjoint:
+            return "# backward (adjoints)"
+        return "# tangents (forward over reverse: the R-operator)"
 
     def __str__(self) -> str:
-        lines = [f"# {self.title}", "# forward"]
-        for i, a in enumerate(self.program.body):
-            if i == self.n_forward:
-                lines.append("# backward (adjoints)")
+        lines = [f"# {self.title}"]
+        section = ""
+        for a in self.program.body:
+            head = self._section(a)
+            if head != section:
+                lines.append(head)
+                section = head
             note = f"    # {a.note}" if a.note and not isinstance(a.op, Leaf) else ""
             lines.append(format_assign(a) + note)
         lines.append("# outputs: " + ", ".join(f"{k} = {v.name}" for k, v in self.program.outputs))

@@ -56,9 +56,13 @@ class Tensor:
 
     ``kind`` is leaf / elementwise / einsum / argmax / gather / detach and
     ``payload`` the op's data (a Leaf, ``(name, sympy expr)``, an einsum spec).
+    ``head`` is set on the result of a built-in loss: the prediction it scores,
+    where the Gauss-Newton product splits network from loss (``logits`` on a
+    log_softmax result, so nll can split at the logits).
     """
 
-    __slots__ = ("kind", "args", "shape", "batched", "payload", "name", "dtype", "serial")
+    __slots__ = ("kind", "args", "shape", "batched", "payload", "name", "dtype", "serial", "head",
+                 "logits")
     __array_priority__ = 1000  # make numpy scalars defer to our operators
 
     def __init__(self, kind: str, args: tuple[Tensor, ...], shape: tuple[int, ...], batched: bool,
@@ -66,6 +70,8 @@ class Tensor:
         self.kind, self.args, self.shape, self.batched = kind, args, shape, batched
         self.payload, self.name, self.dtype = payload, name, dtype
         self.serial = next(_SERIAL)  # creation order: parameters are laid out in it
+        self.head: Tensor | None = None
+        self.logits: Tensor | None = None
 
     def __repr__(self) -> str:
         return f"Tensor({self.name!r}, shape={self.shape}, batched={self.batched})"
@@ -375,7 +381,9 @@ def softmax(x: Tensor) -> Tensor:
 
 
 def log_softmax(x: Tensor) -> Tensor:
-    return _apply("log_softmax", lambda a, b: a - b, (x, logsumexp(x)))
+    out = _apply("log_softmax", lambda a, b: a - b, (x, logsumexp(x)))
+    out.logits = x
+    return out
 
 
 def _pick(x: Tensor, y: Tensor, what: str) -> Tensor:
@@ -391,6 +399,12 @@ def _pick(x: Tensor, y: Tensor, what: str) -> Tensor:
 
 # ----------------------------------------------------------------------------- losses
 
+def _loss(t: Tensor, prediction: Tensor) -> Tensor:
+    """Mark ``t`` as a loss of ``prediction`` (the Gauss-Newton split point)."""
+    t.head = prediction
+    return t
+
+
 def _same(o: Tensor, t: Tensor, what: str) -> None:
     for v in (o, t):
         _full(v, what)
@@ -401,13 +415,13 @@ def _same(o: Tensor, t: Tensor, what: str) -> None:
 def mse(o: Tensor, t: Tensor) -> Tensor:
     """Mean over features of (o - t)^2."""
     _same(o, t, "mse")
-    return mean(_apply("sq_err", lambda a, b: (a - b) ** 2, (o, t)))
+    return _loss(mean(_apply("sq_err", lambda a, b: (a - b) ** 2, (o, t))), o)
 
 
 def l1_loss(o: Tensor, t: Tensor) -> Tensor:
     """Mean over features of |o - t|."""
     _same(o, t, "l1_loss")
-    return mean(_apply("abs_err", lambda a, b: sp.Abs(a - b), (o, t)))
+    return _loss(mean(_apply("abs_err", lambda a, b: sp.Abs(a - b), (o, t))), o)
 
 
 def huber(o: Tensor, t: Tensor, delta: float = 1.0) -> Tensor:
@@ -419,49 +433,50 @@ def huber(o: Tensor, t: Tensor, delta: float = 1.0) -> Tensor:
     def h(a: sp.Expr, b: sp.Expr) -> sp.Expr:
         d = a - b
         return sp.Piecewise((d ** 2 / 2, sp.Abs(d) < delta), (delta * (sp.Abs(d) - delta / 2), True))
-    return mean(_apply("huber", h, (o, t)))
+    return _loss(mean(_apply("huber", h, (o, t))), o)
 
 
 def softmax_cross_entropy(o: Tensor, y: Tensor) -> Tensor:
     """-log softmax(o)[y], computed as logsumexp(o) - o[y]."""
     picked = _pick(o, y, "softmax_cross_entropy")
-    return _apply("cross_entropy", lambda a, b: a - b, (logsumexp(o), picked))
+    return _loss(_apply("cross_entropy", lambda a, b: a - b, (logsumexp(o), picked)), o)
 
 
 def nll(logp: Tensor, y: Tensor) -> Tensor:
     """-logp[y] (pair with log_softmax)."""
-    return -_pick(logp, y, "nll")
+    return _loss(-_pick(logp, y, "nll"), logp.logits if logp.logits is not None else logp)
 
 
 def bce(p: Tensor, t: Tensor) -> Tensor:
     """Mean over features of -(t log p + (1-t) log(1-p)), logs clamped at -100 (PyTorch)."""
     _same(p, t, "bce")
-    return mean(_apply("bce", lambda a, b: -(b * clamped_log(a) + (1 - b) * clamped_log(1 - a)), (p, t)))
+    return _loss(mean(_apply("bce", lambda a, b: -(b * clamped_log(a) + (1 - b) * clamped_log(1 - a)),
+                             (p, t))), p)
 
 
 def bce_with_logits(o: Tensor, t: Tensor) -> Tensor:
     """Mean over features of softplus(o) - t*o: BCE of sigmoid(o), stable for any o."""
     _same(o, t, "bce_with_logits")
-    return mean(_apply("bce_logits", lambda a, b: Softplus(a) - a * b, (o, t)))
+    return _loss(mean(_apply("bce_logits", lambda a, b: Softplus(a) - a * b, (o, t))), o)
 
 
 def hinge(o: Tensor, t: Tensor) -> Tensor:
     """Mean over features of max(0, 1 - t*o), targets +-1."""
     _same(o, t, "hinge")
-    return mean(_apply("hinge", lambda a, b: positive_part(1 - a * b), (o, t)))
+    return _loss(mean(_apply("hinge", lambda a, b: positive_part(1 - a * b), (o, t))), o)
 
 
 def multiclass_hinge(o: Tensor, y: Tensor) -> Tensor:
     """sum over j != y of max(0, 1 + o_j - o_y) (the SVM loss; the j = y term is exactly 1)."""
     oy = _pick(o, y, "multiclass_hinge")
     margins = sum(_apply("margin", lambda a, b: positive_part(1 + a - b), (o, oy)))
-    return margins - 1
+    return _loss(margins - 1, o)
 
 
 def kl_div(o: Tensor, p: Tensor) -> Tensor:
     """sum_j p_j (log p_j - log_softmax(o)_j) for target probabilities p."""
     _same(o, p, "kl_div")
-    return sum(_apply("kl", lambda a, b: Xlogy(b, b) - b * a, (log_softmax(o), p)))
+    return _loss(sum(_apply("kl", lambda a, b: Xlogy(b, b) - b * a, (log_softmax(o), p))), o)
 
 
 def l2(w: Tensor) -> Tensor:

@@ -63,7 +63,9 @@ class Leaf:
     """An argument of the program: a parameter, a data array, or a runtime scalar.
 
     ``role`` is one of param, input, target, labels, tangent (a direction
-    vector for forward mode), batch_scale (1/N, the mean over samples).
+    vector for forward mode, laid out like the parameters), cotangent (a
+    per-sample seed for the output's adjoint: the Jacobian's rows), batch_scale
+    (1/N, the mean over samples).
     """
 
     role: str
@@ -153,6 +155,18 @@ class Program:
                 return v
         raise KeyError(key)
 
+    def pruned(self, keys: tuple[str, ...]) -> Program:
+        """The program restricted to outputs ``keys`` and the assignments they need."""
+        outputs = tuple((k, v) for k, v in self.outputs if k in keys)
+        args = {a.out.name: a.args for a in self.body}
+        live, stack = set(), [v.name for _, v in outputs]
+        while stack:
+            n = stack.pop()
+            if n not in live:
+                live.add(n)
+                stack.extend(x.name for x in args[n])
+        return Program(tuple(a for a in self.body if a.out.name in live), outputs)
+
 
 _SPEC = re.compile(r"^[a-z]*(,[a-z]*)*->[a-z]*$")
 
@@ -218,8 +232,10 @@ class Builder:
         return out
 
     def leaf(self, role: str, label: str, shape: tuple[int, ...], batched: bool, *,
-             kind: str = "real", init: object = None, classes: int = 0) -> Value:
-        return self._emit(Leaf(role, label, init, classes), (), shape, batched, kind, label, role)
+             kind: str = "real", init: object = None, classes: int = 0, name: str = "") -> Value:
+        """``label`` identifies the argument (a parameter's label also places its tangent in
+        ``v``); ``name`` is the variable's base name, the label by default."""
+        return self._emit(Leaf(role, label, init, classes), (), shape, batched, kind, name or label, role)
 
     def elementwise(self, name: str, expr: sp.Expr, args: tuple[Value, ...], note: str = "") -> Value:
         """``expr`` in a0..a{k-1}; constants among ``args`` are folded into it."""

@@ -7,20 +7,22 @@ from its cache); everything before that happens in ``compile``.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from . import __version__
-from .autodiff import vjp
+from .autodiff import Adjoint
 from .derivation import Derivation
+from .derived import curvature, gradient, jacobian
 from .dsl import GraphError, Tensor
 from .initializers import initialize
 from .program import Forward, Signature, build_forward
 from .runner import KernelRunner
 
 if TYPE_CHECKING:
-    from codegen.lower import Lowered
+    from codegen.lower import Lowered, Sink
 
 __all__ = ["Model", "compile", "DataError", "KINDS"]
 
@@ -100,6 +102,57 @@ class _DataSpec:
         return out
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """What one kernel kind computes and takes.
+
+    ``outputs``: objective (returned), grad / hv / gn (flat vectors over the
+    parameters), output / jac (per-sample rows). ``program``: which derived
+    program it is lowered from. ``group``: first-order kernels are built by
+    ``compile``; second-order ones on first use, in a module of their own.
+    """
+
+    group: str
+    program: str
+    outputs: tuple[str, ...]
+    tangent: bool
+    data: str
+    doc: str
+
+
+_KIND_SPECS = {
+    "loss": _Kind("first", "forward", ("objective",), False, "all",
+                  "Objective: mean over the batch of the per-sample loss."),
+    "value_and_grad": _Kind("first", "gradient", ("objective", "grad"), False, "all",
+                            "Objective and its gradient (written into grad), forward and backward fused."),
+    "predict": _Kind("first", "forward", ("output",), False, "inputs",
+                     "The output expression for each sample."),
+    "hvp": _Kind("second", "curvature", ("hv",), True, "all",
+                 "Exact Hessian of the objective times v (into hv): forward over reverse, fused."),
+    "gnvp": _Kind("second", "curvature", ("gn",), True, "all",
+                  "Generalized Gauss-Newton product J^T H_loss J v (+ penalties' exact Hv), into gnv."),
+    "value_grad_hvp": _Kind("second", "curvature", ("objective", "grad", "hv"), True, "all",
+                            "Objective, gradient and Hessian-vector product in one fused pass."),
+    "jacobian": _Kind("second", "jacobian", ("jac",), False, "inputs",
+                      "Per-sample rows u^T d output / d theta for the cotangent u, into jac."),
+}
+#: every kernel kind (predict and jacobian need an output; gnvp a loss split point)
+KINDS = tuple(_KIND_SPECS)
+#: argument name of each flat output in the generated kernels
+_FLAT_ARRAYS = {"grad": "grad", "hv": "hv", "gn": "gnv"}
+
+
+@dataclass
+class _Group:
+    """One generated module and the kinds lowered into it."""
+
+    module: Any
+    lowered: dict[str, Lowered]
+    programs: dict[str, Any]
+    source: str
+    stats: dict[str, Any]
+
+
 class Model:
     """A compiled model: kernels over a flat parameter vector ``theta``.
 
@@ -108,20 +161,16 @@ class Model:
     per-sample loss (parameter-only terms are added once).
     """
 
-    def __init__(self, forward: Forward, adjoint_program: Any, n_forward: int, module: Any,
-                 lowered: dict[str, Lowered], source: str, dtype: np.dtype, fastmath: bool,
-                 check_finite: bool, stats: dict[str, Any], title: str) -> None:
+    def __init__(self, forward: Forward, adjoint: Adjoint, dtype: np.dtype, fastmath: bool,
+                 check_finite: bool, title: str) -> None:
         self._forward = forward
-        self._adjoint = adjoint_program
-        self._n_forward = n_forward
-        self._module = module
-        self._lowered = lowered
+        self._adjoint = adjoint
+        self._groups: dict[str, _Group] = {}
         self._runners: dict[str, KernelRunner] = {}
-        self._source = source
         self.dtype = dtype
         self.fastmath = fastmath
         self.check_finite = check_finite
-        self.stats = stats
+        self.stats: dict[str, Any] = {"stages": {}, "kernels_compiled": {}}
         self.title = title
         sig: Signature = forward.signature
         self.signature = sig
@@ -131,6 +180,7 @@ class Model:
         self._specs = {n: _DataSpec(n, role, shape, classes) for n, role, shape, classes in sig.data}
         self._inputs = tuple(n for n, role, _, _ in sig.data if role == "input")
         self.has_output = any(k == "output" for k, _ in forward.program.outputs)
+        self.has_split = any(k.startswith("split:") for k, _ in forward.program.outputs)
 
     # ------------------------------------------------------------------ parameters
     def init(self, seed: int | None = 0) -> np.ndarray:
@@ -202,13 +252,30 @@ class Model:
                 raise DataError("data arrays hold no samples (N = 0)")
         return out
 
+    # ------------------------------------------------------------------ kernel groups
+    def _group(self, group: str) -> _Group:
+        """The module holding ``group``'s kernels, derived, generated and loaded on first use."""
+        g = self._groups.get(group)
+        if g is None:
+            g = _build_group(self, group)
+            self._groups[group] = g
+            if group == "first":
+                self.stats.update(g.stats)
+            else:
+                self.stats["second_order"] = g.stats
+        return g
+
+    def _lowered(self, kind: str) -> Lowered:
+        return self._group(_KIND_SPECS[kind].group).lowered[kind]
+
     def _runner(self, kind: str) -> KernelRunner:
         r = self._runners.get(kind)
         if r is None:
-            low = self._lowered[kind]
-            chunks = getattr(self._module, low.chunks.name) if low.chunks is not None else None
-            r = KernelRunner(chunks, getattr(self._module, kind), low.n_acc, self.dtype,
-                             needs_finish=kind != "predict")
+            low = self._lowered(kind)
+            module = self._group(_KIND_SPECS[kind].group).module
+            chunks = getattr(module, low.chunks.name) if low.chunks is not None else None
+            r = KernelRunner(chunks, getattr(module, kind), low.n_acc, self.dtype,
+                             needs_finish=_KIND_SPECS[kind].outputs[0] not in ("output", "jac"))
             self._runners[kind] = r
         return r
 
@@ -224,19 +291,19 @@ class Model:
             "numba_cache": "hit" if all(f.stats.cache_hits for f in fns) else "miss"}
         return res
 
-    # ------------------------------------------------------------------ kernels
+    # ------------------------------------------------------------------ first order
     def loss(self, theta: Any, *data: Any, **named: Any) -> float:
         """The objective: mean over samples of the per-sample loss."""
         t = self._theta(theta)
         d = self._data(self.data_names, data, named)
-        return float(self._call("loss", d[0].shape[0] if d else 1, (t, *d)))
+        return float(self._call("loss", _rows(d), (t, *d)))
 
     def value_and_grad(self, theta: Any, *data: Any, **named: Any) -> tuple[float, np.ndarray]:
         """(objective, gradient) from one fused forward+backward kernel call."""
         t = self._theta(theta)
         d = self._data(self.data_names, data, named)
         g = np.empty(self.n_params, dtype=self.dtype)
-        f = self._call("value_and_grad", d[0].shape[0] if d else 1, (t, *d), flat_out=(g,))
+        f = self._call("value_and_grad", _rows(d), (t, *d), flat_out=(g,))
         return float(f), g
 
     def grad(self, theta: Any, *data: Any, **named: Any) -> np.ndarray:
@@ -245,34 +312,151 @@ class Model:
 
     def predict(self, theta: Any, *inputs: Any, **named: Any) -> np.ndarray:
         """The ``output`` expression for each sample: shape (N, *output.shape)."""
-        if not self.has_output:
-            raise GraphError("predict needs sg.compile(loss, output=...)")
+        self._check_kind("predict")
         t = self._theta(theta)
         d = self._data(self._inputs, inputs, named)
-        out_v = self._forward.program.output("output")
-        n = d[0].shape[0] if d else 1
-        out = np.empty((n,) + out_v.shape, dtype=self.dtype)
+        n = _rows(d)
+        out = np.empty((n,) + self._output_shape, dtype=self.dtype)
         self._call("predict", n, (t, *d), rows_out=(out,))
         return out
 
+    # ------------------------------------------------------------------ second order
+    def hvp(self, theta: Any, v: Any, *data: Any, **named: Any) -> np.ndarray:
+        """Exact Hessian of the objective at ``theta`` times ``v`` (flat vectors)."""
+        t, vv = self._theta(theta), self._vector(v, "v")
+        d = self._data(self.data_names, data, named)
+        return self._product("hvp", t, vv, d)
+
+    def gnvp(self, theta: Any, v: Any, *data: Any, **named: Any) -> np.ndarray:
+        """Generalized Gauss-Newton matrix times ``v``: J^T H_loss J v, with J the Jacobian of
+        the predictions the built-in losses score (or of ``output``) and H_loss the loss's
+        Hessian with respect to them; parameter-only terms add their exact Hessian times v.
+        Positive semi-definite for convex losses."""
+        self._check_kind("gnvp")
+        t, vv = self._theta(theta), self._vector(v, "v")
+        d = self._data(self.data_names, data, named)
+        return self._product("gnvp", t, vv, d)
+
+    def value_grad_hvp(self, theta: Any, v: Any, *data: Any,
+                       **named: Any) -> tuple[float, np.ndarray, np.ndarray]:
+        """(objective, gradient, Hessian times v) from one fused kernel call."""
+        t, vv = self._theta(theta), self._vector(v, "v")
+        d = self._data(self.data_names, data, named)
+        g = np.empty(self.n_params, dtype=self.dtype)
+        hv = np.empty(self.n_params, dtype=self.dtype)
+        f = self._call("value_grad_hvp", _rows(d), (t, vv, *d), flat_out=(g, hv))
+        return float(f), g, hv
+
+    def _product(self, kind: str, t: np.ndarray, v: np.ndarray, d: list[np.ndarray]) -> np.ndarray:
+        out = np.empty(self.n_params, dtype=self.dtype)
+        self._call(kind, _rows(d), (t, v, *d), flat_out=(out,))
+        return out
+
+    def hessian(self, theta: Any, *data: Any, max_params: int = 4096, **named: Any) -> np.ndarray:
+        """The dense (P, P) Hessian of the objective, column by column from exact HVPs, then
+        symmetrized. Refused above ``max_params`` parameters (P^2 memory, P kernel calls)."""
+        if self.n_params > max_params:
+            raise ValueError(f"hessian: the model has P = {self.n_params} parameters; a dense Hessian "
+                             f"needs {self.n_params ** 2 * self.dtype.itemsize / 2 ** 20:.0f} MiB and "
+                             f"{self.n_params} HVP calls (max_params={max_params}; raise it, or use "
+                             "model.hvp)")
+        t = self._theta(theta)
+        d = self._data(self.data_names, data, named)
+        h = np.empty((self.n_params, self.n_params), dtype=self.dtype)
+        e = np.zeros(self.n_params, dtype=self.dtype)
+        for j in range(self.n_params):
+            e[j] = 1
+            h[j] = self._product("hvp", t, e, d)   # row j of a symmetric matrix = column j
+            e[j] = 0
+        return (h + h.T) / 2
+
+    def jacobian(self, theta: Any, *inputs: Any, **named: Any) -> np.ndarray:
+        """d output / d theta for each sample: shape (N, *output.shape, P)."""
+        self._check_kind("jacobian")
+        t = self._theta(theta)
+        d = self._data(self._inputs, inputs, named)
+        n = _rows(d)
+        width = int(np.prod(self._output_shape)) if self._output_shape else 1
+        jac = np.empty((n, width, self.n_params), dtype=self.dtype)
+        u = np.zeros((n, width), dtype=self.dtype)
+        rows = np.empty((n, self.n_params), dtype=self.dtype)
+        for k in range(width):     # one reverse pass per output component
+            u[:, k] = 1
+            self._call("jacobian", n, (t, *d, u.reshape((n,) + self._output_shape)), rows_out=(rows,))
+            jac[:, k] = rows
+            u[:, k] = 0
+        return jac.reshape((n,) + self._output_shape + (self.n_params,))
+
+    def scipy_objective(self, *data: Any, **named: Any) -> tuple[Callable, Callable, Callable]:
+        """``(fun, jac, hessp)`` for ``scipy.optimize.minimize`` on this data (checked once).
+
+        ``fun`` evaluates value and gradient together and ``jac`` reuses that
+        gradient when called at the same point, as scipy does.
+        """
+        d = self._data(self.data_names, data, named)
+        n = _rows(d)
+        memo: dict[str, Any] = {"x": None}
+
+        def fun(x: Any) -> float:
+            t = self._theta(x)
+            if memo["x"] is None or not np.array_equal(memo["x"], t):
+                g = np.empty(self.n_params, dtype=self.dtype)
+                memo["f"] = float(self._call("value_and_grad", n, (t, *d), flat_out=(g,)))
+                memo["g"], memo["x"] = g, t.copy()
+            return memo["f"]
+
+        def jac(x: Any) -> np.ndarray:
+            fun(x)
+            return memo["g"].copy()
+
+        def hessp(x: Any, p: Any) -> np.ndarray:
+            return self._product("hvp", self._theta(x), self._vector(p, "p"), d)
+
+        return fun, jac, hessp
+
+    def _vector(self, v: Any, what: str) -> np.ndarray:
+        a = np.asarray(v)
+        if a.ndim != 1 or a.shape[0] != self.n_params:
+            raise DataError(f"{what}: expected a flat vector of {self.n_params} entries (like theta), "
+                            f"got shape {a.shape}")
+        if a.dtype.kind not in "fiu":
+            raise DataError(f"{what}: expected real numbers, got dtype {a.dtype}")
+        return np.ascontiguousarray(a, dtype=self.dtype)
+
+    @property
+    def _output_shape(self) -> tuple[int, ...]:
+        return self._forward.program.output("output").shape
+
     # ------------------------------------------------------------------ inspection
     def source(self, kind: str = "value_and_grad") -> str:
-        """The generated Numba source of one kernel (``kind`` in KINDS) or 'module' for all."""
+        """The generated Numba source of one kernel (``kind`` in KINDS), or 'module' /
+        'second_order_module' for a whole generated module."""
         if kind == "module":
-            return self._source
+            return self._group("first").source
+        if kind == "second_order_module":
+            return self._group("second").source
         self._check_kind(kind)
         import inspect
-        return "\n\n".join(inspect.getsource(getattr(self._module, k.name).py_func)
-                           for k in self._lowered[kind].kernels)
+        module = self._group(_KIND_SPECS[kind].group).module
+        return "\n\n".join(inspect.getsource(getattr(module, k.name).py_func)
+                           for k in self._lowered(kind).kernels)
 
     def derivation(self, kind: str = "value_and_grad") -> Derivation:
-        """The derived program: forward assignments then adjoints; print it or call .latex()."""
+        """The derived program of a kernel kind: forward assignments, adjoints, tangents;
+        print it or call .latex()."""
         self._check_kind(kind)
-        if kind == "value_and_grad":
-            return Derivation(f"{self.title}: gradient by reverse accumulation", self._adjoint,
-                              self._n_forward)
-        prog = self._forward.program
-        return Derivation(f"{self.title}: forward program", prog, len(prog.body))
+        spec = _KIND_SPECS[kind]
+        g = self._group(spec.group)
+        prog = g.programs[spec.program]
+        keys = tuple(k for k, _ in prog.outputs if k.split(":")[0] in spec.outputs)
+        what = {"forward": "forward program", "gradient": "gradient by reverse accumulation",
+                "curvature": "forward over reverse (R-operator) on the adjoint program",
+                "jacobian": "per-sample reverse accumulation from the output"}[spec.program]
+        if kind == "gnvp":
+            what = "Gauss-Newton: tangents with the network's curvature dropped"
+        fwd = {a.out.name for a in self._forward.program.body}
+        adj = {a.out.name for a in self._adjoint.program.body}
+        return Derivation(f"{self.title}: {kind}, {what}", prog.pruned(keys), fwd, adj)
 
     def _inspect_dispatcher(self, kind: str) -> Any:
         """An uncached copy of the kernel, compiled for the types it is called with:
@@ -281,24 +465,26 @@ class Model:
         cache = self.__dict__.setdefault("_inspect", {})
         if kind in cache:
             return cache[kind]
-        low = self._lowered[kind]
-        k = getattr(self._module, (low.chunks or low.finish).name)
+        spec, low = _KIND_SPECS[kind], self._lowered(kind)
+        k = getattr(self._group(spec.group).module, (low.chunks or low.finish).name)
         opts = {o: v for o, v in k.targetoptions.items() if o not in ("cache", "nopython")}
         d = numba.njit(**opts)(k.py_func)
-        n = 3
-        args: list[Any] = [np.zeros(self.n_params, dtype=self.dtype)]
-        names = self._inputs if kind == "predict" else self.data_names
-        for name in names:
+        n, p, ft = 3, self.n_params, self.dtype
+        args: list[Any] = [np.zeros(p, dtype=ft)] + ([np.zeros(p, dtype=ft)] if spec.tangent else [])
+        for name in (self._inputs if spec.data == "inputs" else self.data_names):
             sp_ = self._specs[name]
             args.append(np.zeros(n, np.int64) if sp_.role == "labels"
-                        else np.zeros((n,) + sp_.shape, dtype=self.dtype))
+                        else np.zeros((n,) + sp_.shape, dtype=ft))
+        if kind == "jacobian":
+            args.append(np.zeros((n,) + self._output_shape, dtype=ft))
         if low.chunks is not None:
             if kind == "predict":
-                args.append(np.zeros((n,) + self._forward.program.output("output").shape,
-                                     dtype=self.dtype))
-            args += [np.zeros((1, low.n_acc), dtype=self.dtype), 0, 1]
-        elif kind == "value_and_grad":
-            args.append(np.zeros(self.n_params, dtype=self.dtype))
+                args.append(np.zeros((n,) + self._output_shape, dtype=ft))
+            elif kind == "jacobian":
+                args.append(np.zeros((n, p), dtype=ft))
+            args += [np.zeros((1, low.n_acc), dtype=ft), 0, 1]
+        else:
+            args += [np.zeros(p, dtype=ft) for o in spec.outputs if o in _FLAT_ARRAYS]
         d.compile(tuple(numba.typeof(a) for a in args))
         cache[kind] = d
         return d
@@ -316,14 +502,83 @@ class Model:
         return next(iter(d.inspect_asm().values()))
 
     def _check_kind(self, kind: str) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"unknown kernel kind {kind!r}; this model has {KINDS}")
-        if kind == "predict" and not self.has_output:
-            raise GraphError("this model has no output: sg.compile(loss, output=...)")
+        if kind not in _KIND_SPECS:
+            raise ValueError(f"unknown kernel kind {kind!r}; kinds are {KINDS}")
+        if kind in ("predict", "jacobian") and not self.has_output:
+            raise GraphError(f"{kind} needs the model's output: sg.compile(loss, output=...)")
+        if kind == "gnvp" and not self.has_split:
+            raise GraphError("gnvp needs a split between network and loss: use a built-in loss "
+                             "(sg.mse, sg.softmax_cross_entropy, ...) or sg.compile(loss, output=...)")
 
     def __repr__(self) -> str:
         return (f"Model({self.title!r}, params={self.param_names}, data={self.data_names}, "
                 f"P={self.n_params}, dtype={self.dtype})")
+
+
+def _rows(d: list[np.ndarray]) -> int:
+    return d[0].shape[0] if d else 1
+
+
+def _sinks(kind: str, spec: _Kind, sig: Signature) -> tuple[Sink, ...]:
+    from codegen.lower import Sink
+    sinks: list[Sink] = []
+    for o in spec.outputs:
+        if o == "objective":
+            sinks.append(Sink("objective", "return"))
+        elif o == "output":
+            sinks.append(Sink("output", "rows", "out"))
+        else:
+            kind_ = "rows" if o == "jac" else "flat"
+            array = "jac" if o == "jac" else _FLAT_ARRAYS[o]
+            sinks += [Sink(f"{o}:{n}", kind_, array, off, int(np.prod(shape)) if shape else 1)
+                      for n, shape, off, _ in sig.params]
+    return tuple(sinks)
+
+
+def _build_group(model: Model, group: str) -> _Group:
+    """Derive, lower, emit and load the kernels of one group (see ``_Kind``)."""
+    import numba
+
+    # codegen imports symgrad.ir; importing it here keeps `import codegen.x` free of a cycle
+    from codegen.cache import cache_key, load_source
+    from codegen.emit_cpu import emit_module
+    from codegen.lower import lower
+    fwd, sig, ft = model._forward, model.signature, model.dtype.name
+    t0 = time.perf_counter()
+    programs: dict[str, Any] = {"forward": fwd.program, "gradient": model._adjoint.program}
+    if group == "second":
+        programs["curvature"] = curvature(fwd.program, model._adjoint).program
+        if model.has_output:
+            programs["jacobian"] = jacobian(fwd.program)
+    t1 = time.perf_counter()
+    data = tuple((n, role) for n, role, _, _ in sig.data)
+    inputs = tuple((n, role) for n, role, _, _ in sig.data if role == "input")
+    layout = {n: (off, shape) for n, shape, off, _ in sig.params}
+    lowered = {}
+    for kind, spec in _KIND_SPECS.items():
+        if spec.group != group or spec.program not in programs:
+            continue
+        if (kind == "predict" and not model.has_output) or (kind == "gnvp" and not model.has_split):
+            continue
+        flat = {"param": "theta", "tangent": "v"} if spec.tangent else {"param": "theta"}
+        args = data if spec.data == "all" else inputs
+        if kind == "jacobian":
+            args += (("@cotangent", "cotangent"),)
+        lowered[kind] = lower(programs[spec.program], _sinks(kind, spec, sig), name=kind, float_type=ft,
+                              data=args, flat_leaves=flat, param_layout=layout, doc=spec.doc)
+    t2 = time.perf_counter()
+    kernels = [k for low in lowered.values() for k in low.kernels]
+    title = model.title + ("" if group == "first" else " (second order)")
+    source = emit_module(kernels, title=title, float_type=ft, fastmath=model.fastmath, version=__version__)
+    t3 = time.perf_counter()
+    key = cache_key(source, "cpu", ft, str(model.fastmath), numba.__version__, __version__,
+                    _runtime_hash())
+    module, hit, path = load_source(source, key)
+    t4 = time.perf_counter()
+    stats = {"source_lines": source.count("\n"), "cache": "hit" if hit else "miss",
+             "cache_key": key[:16], "cache_file": str(path),
+             "stages": {"derivatives": t1 - t0, "lower": t2 - t1, "emit": t3 - t2, "cache_import": t4 - t3}}
+    return _Group(module, lowered, programs, source, stats)
 
 
 def _float_type(dtype: Any) -> np.dtype:
@@ -338,62 +593,29 @@ def compile(loss: Tensor, output: Tensor | None = None, *, dtype: Any = np.float
             name: str = "model") -> Model:
     """Derive and generate the kernels of ``loss`` (a per-sample scalar expression).
 
-    ``output`` (optional) is what :meth:`Model.predict` returns. ``fastmath``
-    lets LLVM reassociate floating-point sums (faster, results then depend on
-    vectorization). ``check_finite`` rejects NaN/inf in data.
+    ``output`` (optional) is what :meth:`Model.predict` returns and
+    :meth:`Model.jacobian` differentiates. ``fastmath`` lets LLVM reassociate
+    floating-point sums (faster, results then depend on vectorization).
+    ``check_finite`` rejects NaN/inf in data. The first-order kernels are
+    generated here; the second-order ones (hvp, gnvp, value_grad_hvp,
+    jacobian) on their first use.
     """
-    # codegen imports symgrad.ir; importing it here keeps `import codegen.x` free of a cycle
-    from codegen.cache import cache_key, load_source
-    from codegen.emit_cpu import emit_module
-    from codegen.lower import Sink, lower
-
     if backend != "cpu":
         raise ValueError(f"backend {backend!r} is not available; this build has backend='cpu'")
     dt = _float_type(dtype)
-    ft = dt.name
-    stats: dict[str, Any] = {"stages": {}, "kernels_compiled": {}}
     t0 = time.perf_counter()
     fwd = build_forward(loss, output)
     t1 = time.perf_counter()
-    adj_prog, adj_builder, _ = vjp(fwd.program)
+    adj = gradient(fwd.program)
     t2 = time.perf_counter()
-    sig = fwd.signature
-    layout = {n: (off, shape) for n, shape, off, _ in sig.params}
-    data = tuple((n, role) for n, role, _, _ in sig.data)
-    inputs = tuple((n, role) for n, role, _, _ in sig.data if role == "input")
-    grads = tuple(Sink(f"grad:{n}", "flat", "grad", off, int(np.prod(shape)) if shape else 1)
-                  for n, shape, off, _ in sig.params)
-    lowered = {
-        "loss": lower(fwd.program, (Sink("objective", "return"),), name="loss", float_type=ft, data=data,
-              flat_leaves={"param": "theta"}, param_layout=layout,
-              doc="Objective: mean over the batch of the per-sample loss."),
-        "value_and_grad": lower(adj_prog, (Sink("objective", "return"),) + grads, name="value_and_grad", float_type=ft,
-              data=data, flat_leaves={"param": "theta"}, param_layout=layout,
-              doc="Objective and its gradient (written into grad), forward and backward fused."),
-    }
-    if output is not None:
-        lowered["predict"] = (lower(fwd.program, (Sink("output", "rows", "out"),), name="predict",
-                             float_type=ft, data=inputs, flat_leaves={"param": "theta"},
-                             param_layout=layout, doc="The output expression for each sample."))
-    t3 = time.perf_counter()
-    title = f"{name}: loss {loss.name!r}, params {', '.join(sig.param_names) or '-'}"
-    import numba
-    kernels = [k for low in lowered.values() for k in low.kernels]
-    source = emit_module(kernels, title=title, float_type=ft, fastmath=fastmath, version=__version__)
-    t4 = time.perf_counter()
-    key = cache_key(source, "cpu", ft, str(fastmath), numba.__version__, __version__, _runtime_hash())
-    module, hit, path = load_source(source, key)
-    t5 = time.perf_counter()
-    n_fwd = len(fwd.program.body)
-    stats.update({
-        "ops_before_cse": fwd.requested_ops + adj_builder.requested,
-        "ops_after_cse": len(adj_prog.body),
-        "forward_ops": n_fwd,
-        "source_lines": source.count("\n"),
-        "cache": "hit" if hit else "miss",
-        "cache_key": key[:16],
-        "cache_file": str(path),
+    title = f"{name}: loss {loss.name!r}, params {', '.join(fwd.signature.param_names) or '-'}"
+    model = Model(fwd, adj, dt, fastmath, check_finite, title)
+    first = model._group("first")
+    model.stats.update({
+        "ops_before_cse": fwd.requested_ops + adj.builder.requested,
+        "ops_after_cse": len(adj.program.body),
+        "forward_ops": len(fwd.program.body),
     })
-    stats["stages"] = {"program": t1 - t0, "derivatives": t2 - t1, "lower": t3 - t2,
-                       "emit": t4 - t3, "cache_import": t5 - t4}
-    return Model(fwd, adj_prog, n_fwd, module, lowered, source, dt, fastmath, check_finite, stats, title)
+    model.stats["stages"] = {"program": t1 - t0, "derivatives": t2 - t1,
+                             **{k: v for k, v in first.stats["stages"].items() if k != "derivatives"}}
+    return model

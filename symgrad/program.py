@@ -38,7 +38,12 @@ class Signature:
 
 @dataclass(frozen=True)
 class Forward:
-    """The forward program (outputs ``objective`` and, if asked, ``output``) and its signature."""
+    """The forward program and its signature.
+
+    Outputs: ``objective``; ``output`` if asked; ``split:<k>`` for each
+    prediction a built-in loss scores (or the output when no built-in loss is
+    used): where the Gauss-Newton product separates network from loss.
+    """
 
     program: Program
     signature: Signature
@@ -55,6 +60,22 @@ def _leaves(roots: list[Tensor]) -> list[Tensor]:
         seen[id(t)] = t
         stack.extend(t.args)
     return sorted((t for t in seen.values() if t.kind == "leaf"), key=lambda t: t.serial)
+
+
+def _heads(loss: Tensor) -> list[Tensor]:
+    """Predictions scored by built-in losses in ``loss``'s graph, in creation order."""
+    seen: set[int] = set()
+    heads: dict[int, Tensor] = {}
+    stack = [loss]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if t.head is not None:
+            heads[id(t.head)] = t.head
+        stack.extend(t.args)
+    return sorted(heads.values(), key=lambda t: t.serial)
 
 
 def _signature(roots: list[Tensor]) -> Signature:
@@ -153,4 +174,6 @@ def build_forward(loss: Tensor, output: Tensor | None = None) -> Forward:
     if output is not None:
         out = em.emit(output)
         outputs.append(("output", out))
+    splits = _heads(loss) or ([output] if output is not None else [])
+    outputs += [(f"split:{k}", em.emit(t)) for k, t in enumerate(splits)]
     return Forward(em.b.program(tuple(outputs)), sig, em.b.requested)

@@ -50,8 +50,8 @@ def _walk(t: Tensor, env: dict, memo: dict):
     return val
 
 
-def reference_value_and_grad(model, loss: Tensor, theta: np.ndarray, data: dict[str, np.ndarray]):
-    """(objective, gradient) of ``loss`` by whole-expression SymPy differentiation."""
+def _objective(model, loss: Tensor, theta: np.ndarray, data: dict[str, np.ndarray]):
+    """The objective as one SymPy expression in the parameter symbols, and the point."""
     sig = model.signature
     syms, point, env = [], {}, {}
     for name, shape, off, _ in sig.params:
@@ -74,16 +74,39 @@ def reference_value_and_grad(model, loss: Tensor, theta: np.ndarray, data: dict[
             else:
                 e[name] = np.array([sp.Float(float(v), 30) for v in np.ravel(row)], dtype=object).reshape(shape)
         total += _walk(loss, e, {})[()]
-    J = total / n
-    # evaluate in 30-digit precision; the stable functions in their textbook forms
+    return total / n, syms, point
+
+
+def _evaluate(exprs: list, syms: list, point: dict) -> list[float]:
+    """Evaluate in 30-digit precision, the stable functions in their textbook forms."""
     from symgrad.functions import Sigmoid, Softplus, Xlogy
     plain = {Sigmoid: lambda a: 1 / (1 + sp.exp(-a)), Softplus: lambda a: sp.log(1 + sp.exp(a)),
              Xlogy: lambda a, b: a * sp.log(b)}
-    exprs = [J] + [sp.diff(J, s) for s in syms]
     for cls, fn in plain.items():
         exprs = [e.replace(cls, fn) for e in exprs]
+    # kinks (relu'', |x|'') contribute nothing away from the kink itself
+    exprs = [e.replace(lambda x: isinstance(x, sp.DiracDelta), lambda x: sp.S.Zero) for e in exprs]
     import mpmath
     with mpmath.workdps(30):
         f = sp.lambdify(syms, exprs, modules=["mpmath"])
-        vals = f(*[point[s] for s in syms])
-    return float(vals[0]), np.array([float(v) for v in vals[1:]])
+        return [float(v) for v in f(*[point[s] for s in syms])]
+
+
+def reference_value_and_grad(model, loss: Tensor, theta: np.ndarray, data: dict[str, np.ndarray]):
+    """(objective, gradient) of ``loss`` by whole-expression SymPy differentiation."""
+    J, syms, point = _objective(model, loss, theta, data)
+    vals = _evaluate([J] + [sp.diff(J, s) for s in syms], syms, point)
+    return vals[0], np.array(vals[1:])
+
+
+def reference_curvature(model, loss: Tensor, theta: np.ndarray, data: dict[str, np.ndarray],
+                        u: np.ndarray, v: np.ndarray) -> float:
+    """u^T H v: the mixed second derivative of J(theta + s u + r v) at s = r = 0, by
+    whole-expression SymPy differentiation (two derivatives, whatever P is). With random u
+    and v it pins the whole Hessian down: a wrong HVP entry changes it almost surely."""
+    J, syms, point = _objective(model, loss, theta, data)
+    s_, r_ = sp.symbols("s_ r_", real=True)
+    moved = J.xreplace({p: p + s_ * sp.Float(float(ui), 30) + r_ * sp.Float(float(vi), 30)
+                        for p, ui, vi in zip(syms, u, v)})
+    mixed = sp.diff(moved, s_, r_).xreplace({s_: sp.S.Zero, r_: sp.S.Zero})
+    return _evaluate([mixed], syms, point)[0]

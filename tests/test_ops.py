@@ -1,5 +1,6 @@
-"""Every activation's and loss's value and gradient: against central finite differences and
-against an independent whole-expression SymPy derivative (tests/sympy_reference.py)."""
+"""Every activation's and loss's value, gradient and Hessian-vector product: against central
+finite differences and against an independent whole-expression SymPy derivative
+(tests/sympy_reference.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import sympy as sp
 
 import symgrad as sg
-from sympy_reference import reference_value_and_grad
+from sympy_reference import reference_curvature, reference_value_and_grad
 
 ACTS = [sg.sigmoid, sg.tanh, sg.relu, lambda z: sg.leaky_relu(z, 0.1), lambda z: sg.elu(z, 0.7),
         sg.softplus, sg.gelu, sg.silu, sg.identity,
@@ -51,6 +52,36 @@ def test_activations_match_finite_differences(act_case):
     model, _, theta, X, T = act_case
     _, g = model.value_and_grad(theta, X, T)
     assert rel(g, central_grad(model, theta, X, T)) < 1e-6
+
+
+def check_hvp(model, theta, args, rng, fused=True):
+    """HVP against central differences of the gradient, against the dense Hessian, and the
+    symmetry u.Hv = v.Hu; value_grad_hvp against the separate kernels (if ``fused``)."""
+    v, u = rng.normal(size=(2, model.n_params))
+    hv = model.hvp(theta, v, *args)
+    h = 1e-5
+    fd = (model.grad(theta + h * v, *args) - model.grad(theta - h * v, *args)) / (2 * h)
+    assert rel(hv, fd) < 1e-6
+    H = model.hessian(theta, *args)
+    assert rel(H @ v, hv) < 1e-10
+    hu = model.hvp(theta, u, *args)
+    assert abs(u @ hv - v @ hu) <= 1e-10 * max(abs(u @ hv), 1e-300)
+    if fused:
+        f, g, hv2 = model.value_grad_hvp(theta, v, *args)
+        f1, g1 = model.value_and_grad(theta, *args)
+        assert f == pytest.approx(f1, rel=1e-13) and rel(g, g1) < 1e-13 and rel(hv2, hv) < 1e-13
+
+
+def test_activations_hvp(act_case):
+    model, _, theta, X, T = act_case
+    check_hvp(model, theta, (X, T), np.random.default_rng(7), fused=False)  # fused: test_losses_hvp
+
+
+def test_activations_hvp_match_sympy_whole_expression(act_case):
+    model, loss, theta, X, T = act_case
+    u, v = np.random.default_rng(10).normal(size=(2, model.n_params))
+    uhv = u @ model.hvp(theta, v, X, T)
+    assert uhv == pytest.approx(reference_curvature(model, loss, theta, {"x": X, "t": T}, u, v), rel=1e-10)
 
 
 def test_activations_match_sympy_whole_expression():
@@ -113,6 +144,19 @@ def test_losses_match_sympy_whole_expression(loss_case):
     Jr, gr = reference_value_and_grad(model, loss, theta, data)
     assert J == pytest.approx(Jr, rel=1e-12)
     assert rel(g, gr) < 1e-10
+
+
+def test_losses_hvp(loss_case):
+    model, _, theta, data = loss_case
+    check_hvp(model, theta, [data[n] for n in model.data_names], np.random.default_rng(8))
+
+
+def test_losses_hvp_match_sympy_whole_expression(loss_case):
+    model, loss, theta, data = loss_case
+    rng = np.random.default_rng(9)
+    u, v = rng.normal(size=(2, model.n_params))
+    uhv = u @ model.hvp(theta, v, *[data[n] for n in model.data_names])
+    assert uhv == pytest.approx(reference_curvature(model, loss, theta, data, u, v), rel=1e-10)
 
 
 def test_loss_values_follow_pytorch_conventions():
