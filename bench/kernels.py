@@ -289,7 +289,7 @@ class Jax:
             bce = jnp.mean(jnp.maximum(o, 0) - o * T + jnp.log1p(jnp.exp(-jnp.abs(o))))
             return bce + w.l2 * jnp.sum(p[a] * p[a])
 
-        self.jax, self.fn = jax, jax.jit(jax.value_and_grad(f))
+        self.jax, self.f, self.fn = jax, f, jax.jit(jax.value_and_grad(f))
         self.args = ({k: jnp.asarray(v) for k, v in params.items()}, jnp.asarray(X),
                      jnp.asarray(T.astype(np.int32) if w.loss == "ce" else T))
 

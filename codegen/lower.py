@@ -94,6 +94,7 @@ class _Lowering:
             for x in a.args:
                 self.consumers.setdefault(x.name, []).append(a)
         self._classify()
+        self.alias = self._shared_sums({program.output(s.key).name for s in sinks})
 
     # ------------------------------------------------------------------ analysis
     def _live(self, roots: set[str]) -> set[str]:
@@ -126,6 +127,34 @@ class _Lowering:
             else:
                 self.phase[a.out.name] = "C" if dep else "A"
             after[a.out.name] = dep
+
+    def _shared_sums(self, outputs: set[str]) -> dict[str, str]:
+        """Batch reductions that are only ever added together accumulate into one accumulator.
+
+        ``d_W = sum_b g x + sum_b g' x'`` (a weight used twice, or the tangent of
+        a weight gradient) then costs one accumulator, not one per term plus an
+        addition afterwards: less to zero, reduce and add in every chunk. Returns
+        alias -> the value whose accumulator it shares (the add's output included).
+        """
+        group: dict[str, str] = {}
+        for a in self.assigns:
+            v = a.out
+            if not v.shape or v.batched:
+                continue
+            if self.phase[v.name] == "B" and not isinstance(a.op, Leaf):
+                group[v.name] = v.name
+            elif (isinstance(a.op, Elementwise) and len(a.args) > 1
+                    and a.op.fn.expr == sp.Add(*arg_symbols(len(a.args)))
+                    and all(x.name in group and x.name not in outputs and x.shape == v.shape
+                            and len(self.consumers.get(x.name, [])) == 1 for x in a.args)):
+                leader = group[a.args[0].name]
+                for x in a.args[1:]:
+                    old = group[x.name]
+                    for k, g in group.items():
+                        if g == old:
+                            group[k] = leader
+                group[v.name] = leader
+        return {k: g for k, g in group.items() if k != g}
 
     # ------------------------------------------------------------------ references
     def ref(self, v: Value, idx: tuple[str, ...], row: str | None) -> Ref | sp.Expr:
@@ -312,6 +341,8 @@ class _Lowering:
                 self.store[v.name] = _Store("const", expr=op.fn.expr)
             elif isinstance(op, Detach):
                 self.store[v.name] = self.store[a.args[0].name]
+            elif v.name in self.alias:
+                self.store[v.name] = self.store[self.alias[v.name]]
             elif self.phase[v.name] == "B" and not v.batched:
                 self.store[v.name] = _Store("acc", v.name, acc_slot=slots)
                 size = 1
@@ -332,8 +363,8 @@ class _Lowering:
             if self.phase[a.out.name] != phase or isinstance(a.op, (Leaf, Detach)):
                 continue
             st = self.store[a.out.name]
-            if st.kind == "const":
-                continue
+            if st.kind == "const" or (a.out.name in self.alias and phase == "C"):
+                continue  # an alias's add happened in the shared accumulator
             g = self.gemm(a)
             if g is not None:
                 out.append(g)
@@ -485,7 +516,8 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
             pre.append(Line("acc[:] = 0"))
             for a in L.assigns:
                 st = L.store.get(a.out.name)
-                if st is not None and st.kind == "acc" and a.out.shape and L.phase[a.out.name] == "B":
+                if (st is not None and st.kind == "acc" and a.out.shape and L.phase[a.out.name] == "B"
+                        and a.out.name not in L.alias):
                     pre.append(Line(f"{st.name}_acc = {_view('acc', st.acc_slot, a.out.shape)}"))
         rows_out = list(dict.fromkeys(s.array for s, _ in sink_rows))
         body = head + phase_a + [
@@ -500,10 +532,13 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
             finish.append(Line("total = partials[0].copy()"))
             finish.append(Loop("c", "1", "partials.shape[0]", (Line("total += partials[c]"),),
                                comment="fixed-order reduction: reproducible for any thread count"))
+            viewed = set()
             for a in L.assigns:
                 st = L.store.get(a.out.name)
                 if st is not None and st.kind == "acc" and a.out.shape:
-                    finish.append(Line(f"{st.name} = {_view('total', st.acc_slot, a.out.shape)}"))
+                    if st.name not in viewed:
+                        viewed.add(st.name)
+                        finish.append(Line(f"{st.name} = {_view('total', st.acc_slot, a.out.shape)}"))
                 elif st is not None and st.kind == "acc":
                     finish.append(Line(f"{st.name} = total[{st.acc_slot}]"))
                     L.store[a.out.name] = _Store("scalar", st.name)
