@@ -344,48 +344,59 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def peer_notes(torch: Any, jax: Any) -> list[str]:
+    """What the second-order section's reader needs to know about the peers and the protocol."""
+    notes = []
+    if torch is None and jax is None:
+        notes.append("no peer: symgrad's hvp was checked only against itself (symmetry, fused = separate)")
+    notes.append(f"HVPs verified against symgrad's hvp as max|dHv|/max|Hv| per parameter, rtol "
+                 f"{HVP_RTOL[np.float64]:g} float64, {HVP_RTOL[np.float32]:g} float32")
+    if torch is not None:
+        notes.append("PyTorch HVPs on MSE: ((o - t) ** 2).mean() in place of F.mse_loss, which torch.func's "
+                     "jvp(grad) rejects (\"ZeroTensors are immutable\", pytorch/pytorch#123996)")
+    notes.append("v: one fixed standard-normal direction per row; symgrad through its public methods "
+                 "(argument checks and output allocation included)")
+    return notes
+
+
+def section(ids: Sequence[str], peers: dict[str, Any], threads: common.Threads,
+            rounds: int, block_s: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """Time the second-order kernels on the workloads `ids`: (rows, report lines with tables and targets)."""
+    rows = []
+    for key in ids:
+        for dtype in K.DTYPES:
+            w = K.WORKLOADS[key]
+            print(f"... second order: {w.title} {np.dtype(dtype).name}", file=sys.stderr, flush=True)
+            rows.append(bench_row(w, dtype, peers, threads, rounds, block_s))
+    lines = [*tables(rows)] if rows else []
+    checks = targets(rows)
+    lines += ["", "Targets (second order):", *checks] if checks else []
+    return rows, lines
+
+
 def main(args: argparse.Namespace) -> None:
     args.busy_before = common.busy_cpus()
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(IDS)
     if unknown:
         raise SystemExit(f"--only: unknown ids {sorted(unknown)}; known: {list(IDS)}")
-    selected = [K.WORKLOADS[k] for k in IDS if not only or k in only]
     rounds, block_s = (7, 0.005) if args.quick else (25, 0.02)
 
-    notes: list[str] = []
-    torch, why = common.optional_import("torch")
-    notes += [why + ": PyTorch columns skipped"] if why else []
-    jax, why = common.optional_import("jax")
+    torch, why_torch = common.optional_import("torch")
+    jax, why_jax = common.optional_import("jax")
     if jax is not None:
         jax.config.update("jax_enable_x64", True)  # float64 rows need it; float32 inputs stay float32
-    notes += [why + ": JAX columns skipped"] if why else []
-    if torch is None and jax is None:
-        notes.append("no peer: symgrad's hvp was checked only against itself (symmetry, fused = separate)")
+    notes = ([why_torch + ": PyTorch columns skipped"] if why_torch else []) + (
+        [why_jax + ": JAX columns skipped"] if why_jax else [])
     threads = common.Threads(args.threads, torch)
     notes.append(f"medians over {rounds} interleaved rounds, each the mean of a block of >= {block_s * 1e3:g} ms "
-                 "of calls; peers verified against symgrad first (loss and gradient as in bench/kernels.py, "
-                 f"rtol {K.RTOL[np.float64]:g} float64, {K.RTOL[np.float32]:g} float32; HVP as max|dHv|/max|Hv| "
-                 f"per parameter, rtol {HVP_RTOL[np.float64]:g} float64, {HVP_RTOL[np.float32]:g} float32)")
-    if torch is not None:
-        notes.append("PyTorch HVPs on MSE: ((o - t) ** 2).mean() in place of F.mse_loss, which torch.func's "
-                     "jvp(grad) rejects (\"ZeroTensors are immutable\", pytorch/pytorch#123996)")
-    notes.append("v: one fixed standard-normal direction per row; symgrad through its public methods "
-                 "(argument checks and output allocation included)")
-
-    rows = []
-    for w in selected:
-        for dtype in K.DTYPES:
-            print(f"... {w.title} {np.dtype(dtype).name}", file=sys.stderr, flush=True)
-            rows.append(bench_row(w, dtype, {"torch": torch, "jax": jax}, threads, rounds, block_s))
-
+                 "of calls; peers' loss and gradient verified as in bench/kernels.py "
+                 f"(rtol {K.RTOL[np.float64]:g} float64, {K.RTOL[np.float32]:g} float32)")
+    notes += peer_notes(torch, jax)
+    rows, report = section([k for k in IDS if not only or k in only], {"torch": torch, "jax": jax},
+                           threads, rounds, block_s)
     head = header(args, threads, notes)
-    lines = list(head)
-    if rows:
-        lines += ["", *tables(rows)]
-    checks = targets(rows)
-    lines += ["", "Targets (second order):", *checks] if checks else []
-    print("\n".join(lines))
+    print("\n".join([*head, "", *report]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"header": head, "rows": rows}, f, indent=1, default=str)

@@ -2,7 +2,7 @@
 
 Run from the repository root (takes a few minutes on 2 cores)::
 
-    python bench/kernels.py [--threads 2] [--quick] [--only W1,W3,compile] [--json out.json]
+    python bench/kernels.py [--threads 2] [--quick] [--only W1,W3,compile] [--no-curvature] [--json out.json]
 
 Every (workload, dtype) row is timed in one process, all implementations
 interleaved round by round, and reported as medians. Before timing, every
@@ -11,7 +11,9 @@ the run. The process re-executes itself first, without the OpenBLAS variables
 that halve GEMM speed on these machines, and pins threads (stated in the
 header). Workload ids: W1, W2, W3, W4, W1b32 (W1 at batch 32: per-call
 overhead), and `compile` (cold compile and cached load of W2, each in a fresh
-subprocess).
+subprocess). Unless --no-curvature, the same run then times the second-order
+kernels on W1..W4 beside JAX and PyTorch HVPs (the section bench/curvature.py
+runs on its own).
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="threads for every implementation (default 2)")
     p.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
     p.add_argument("--only", default="", help="comma-separated ids: W1,W2,W3,W4,W1b32,compile")
+    p.add_argument("--no-curvature", action="store_true",
+                   help="skip the second-order section (hvp, gnvp, value_grad_hvp; see bench/curvature.py)")
     p.add_argument("--json", metavar="PATH", help="also write the raw numbers here")
     args = p.parse_args(argv)
     if args.threads < 1:
@@ -529,6 +533,17 @@ def main(args: argparse.Namespace) -> None:
         for dtype in DTYPES:
             print(f"... {w.title} {np.dtype(dtype).name}", file=sys.stderr, flush=True)
             rows.append(bench_row(w, dtype, {"torch": torch, "jax": jax}, threads, rounds, block_s))
+    curvature_rows: list[dict[str, Any]] = []
+    curvature_report: list[str] = []
+    curvature_ids = [w.key for w in selected if w.key in ("W1", "W2", "W3", "W4")]
+    if not args.no_curvature and curvature_ids:
+        if __package__:
+            from . import curvature
+        else:
+            import curvature
+        notes += curvature.peer_notes(torch, jax)
+        curvature_rows, curvature_report = curvature.section(curvature_ids, {"torch": torch, "jax": jax},
+                                                             threads, rounds, block_s)
     probe = None
     if not only or "compile" in only:
         print(f"... cold/cached compile of {COMPILE_WORKLOAD}", file=sys.stderr, flush=True)
@@ -550,11 +565,12 @@ def main(args: argparse.Namespace) -> None:
                   "", f"model.stats, cold: {json.dumps(c['stats'], default=str)}",
                   f"model.stats, cached: {json.dumps(h['stats'], default=str)}"]
     checks = targets(rows, probe)
-    lines += ["", "Targets (issue 2):", *checks] if checks else []
+    lines += ["", "Targets (first order):", *checks] if checks else []
+    lines += ["", "## Second order (hvp, gnvp, value_grad_hvp)", "", *curvature_report] if curvature_report else []
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"header": head, "rows": rows,
+            json.dump({"header": head, "rows": rows, "curvature_rows": curvature_rows,
                        "compile": probe}, f, indent=1, default=str)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import initializers
+from . import initializers, optim
 from .dsl import (ACTIVATIONS, GraphError, Tensor, abs, bce, bce_with_logits, dense, dot, elementwise, elu,
                   exp, gelu, hinge, huber, identity, input, kl_div, l1, l1_loss, l2, labels, leaky_relu,
                   log, log_softmax, logsumexp, max, mean, mse, multiclass_hinge, nll, param, relu,
@@ -20,7 +20,7 @@ from .gradcheck import gradcheck
 from .model import DataError, Model, compile
 
 __all__ = [
-    "__version__", "initializers", "Tensor", "GraphError", "DataError", "Model", "compile", "gradcheck",
+    "__version__", "initializers", "optim", "Tensor", "GraphError", "DataError", "Model", "compile", "gradcheck",
     "input", "target", "labels", "param", "dense", "elementwise", "dot",
     "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu", "swish", "identity",
     "exp", "log", "sqrt", "abs", "square", "sum", "mean", "max", "logsumexp", "softmax", "log_softmax",

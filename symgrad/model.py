@@ -24,7 +24,7 @@ from .runner import KernelRunner
 if TYPE_CHECKING:
     from codegen.lower import Lowered, Sink
 
-__all__ = ["Model", "compile", "DataError", "KINDS"]
+__all__ = ["Model", "Objective", "compile", "DataError", "KINDS"]
 
 #: kernel kinds every CPU model has
 KINDS = ("loss", "value_and_grad", "predict")
@@ -291,24 +291,22 @@ class Model:
             "numba_cache": "hit" if all(f.stats.cache_hits for f in fns) else "miss"}
         return res
 
-    # ------------------------------------------------------------------ first order
+    # ------------------------------------------------------------------ objective
+    def bind(self, *data: Any, **named: Any) -> Objective:
+        """The objective on these data, checked once: what optimizers call in their loops."""
+        return Objective(self, self._data(self.data_names, data, named))
+
     def loss(self, theta: Any, *data: Any, **named: Any) -> float:
         """The objective: mean over samples of the per-sample loss."""
-        t = self._theta(theta)
-        d = self._data(self.data_names, data, named)
-        return float(self._call("loss", _rows(d), (t, *d)))
+        return self.bind(*data, **named).loss(theta)
 
     def value_and_grad(self, theta: Any, *data: Any, **named: Any) -> tuple[float, np.ndarray]:
         """(objective, gradient) from one fused forward+backward kernel call."""
-        t = self._theta(theta)
-        d = self._data(self.data_names, data, named)
-        g = np.empty(self.n_params, dtype=self.dtype)
-        f = self._call("value_and_grad", _rows(d), (t, *d), flat_out=(g,))
-        return float(f), g
+        return self.bind(*data, **named).value_and_grad(theta)
 
     def grad(self, theta: Any, *data: Any, **named: Any) -> np.ndarray:
         """The gradient of the objective (the value_and_grad kernel)."""
-        return self.value_and_grad(theta, *data, **named)[1]
+        return self.bind(*data, **named).value_and_grad(theta)[1]
 
     def predict(self, theta: Any, *inputs: Any, **named: Any) -> np.ndarray:
         """The ``output`` expression for each sample: shape (N, *output.shape)."""
@@ -323,9 +321,7 @@ class Model:
     # ------------------------------------------------------------------ second order
     def hvp(self, theta: Any, v: Any, *data: Any, **named: Any) -> np.ndarray:
         """Exact Hessian of the objective at ``theta`` times ``v`` (flat vectors)."""
-        t, vv = self._theta(theta), self._vector(v, "v")
-        d = self._data(self.data_names, data, named)
-        return self._product("hvp", t, vv, d)
+        return self.bind(*data, **named).hvp(theta, v)
 
     def gnvp(self, theta: Any, v: Any, *data: Any, **named: Any) -> np.ndarray:
         """Generalized Gauss-Newton matrix times ``v``: J^T H_loss J v, with J the Jacobian of
@@ -333,42 +329,17 @@ class Model:
         Hessian with respect to them; parameter-only terms add their exact Hessian times v.
         Positive semi-definite for convex losses."""
         self._check_kind("gnvp")
-        t, vv = self._theta(theta), self._vector(v, "v")
-        d = self._data(self.data_names, data, named)
-        return self._product("gnvp", t, vv, d)
+        return self.bind(*data, **named).gnvp(theta, v)
 
     def value_grad_hvp(self, theta: Any, v: Any, *data: Any,
                        **named: Any) -> tuple[float, np.ndarray, np.ndarray]:
         """(objective, gradient, Hessian times v) from one fused kernel call."""
-        t, vv = self._theta(theta), self._vector(v, "v")
-        d = self._data(self.data_names, data, named)
-        g = np.empty(self.n_params, dtype=self.dtype)
-        hv = np.empty(self.n_params, dtype=self.dtype)
-        f = self._call("value_grad_hvp", _rows(d), (t, vv, *d), flat_out=(g, hv))
-        return float(f), g, hv
-
-    def _product(self, kind: str, t: np.ndarray, v: np.ndarray, d: list[np.ndarray]) -> np.ndarray:
-        out = np.empty(self.n_params, dtype=self.dtype)
-        self._call(kind, _rows(d), (t, v, *d), flat_out=(out,))
-        return out
+        return self.bind(*data, **named).value_grad_hvp(theta, v)
 
     def hessian(self, theta: Any, *data: Any, max_params: int = 4096, **named: Any) -> np.ndarray:
         """The dense (P, P) Hessian of the objective, column by column from exact HVPs, then
         symmetrized. Refused above ``max_params`` parameters (P^2 memory, P kernel calls)."""
-        if self.n_params > max_params:
-            raise ValueError(f"hessian: the model has P = {self.n_params} parameters; a dense Hessian "
-                             f"needs {self.n_params ** 2 * self.dtype.itemsize / 2 ** 20:.0f} MiB and "
-                             f"{self.n_params} HVP calls (max_params={max_params}; raise it, or use "
-                             "model.hvp)")
-        t = self._theta(theta)
-        d = self._data(self.data_names, data, named)
-        h = np.empty((self.n_params, self.n_params), dtype=self.dtype)
-        e = np.zeros(self.n_params, dtype=self.dtype)
-        for j in range(self.n_params):
-            e[j] = 1
-            h[j] = self._product("hvp", t, e, d)   # row j of a symmetric matrix = column j
-            e[j] = 0
-        return (h + h.T) / 2
+        return self.bind(*data, **named).hessian(theta, max_params)
 
     def jacobian(self, theta: Any, *inputs: Any, **named: Any) -> np.ndarray:
         """d output / d theta for each sample: shape (N, *output.shape, P)."""
@@ -393,16 +364,14 @@ class Model:
         ``fun`` evaluates value and gradient together and ``jac`` reuses that
         gradient when called at the same point, as scipy does.
         """
-        d = self._data(self.data_names, data, named)
-        n = _rows(d)
+        obj = self.bind(*data, **named)
         memo: dict[str, Any] = {"x": None}
 
         def fun(x: Any) -> float:
             t = self._theta(x)
             if memo["x"] is None or not np.array_equal(memo["x"], t):
-                g = np.empty(self.n_params, dtype=self.dtype)
-                memo["f"] = float(self._call("value_and_grad", n, (t, *d), flat_out=(g,)))
-                memo["g"], memo["x"] = g, t.copy()
+                memo["f"], memo["g"] = obj.value_and_grad(t)
+                memo["x"] = t.copy()
             return memo["f"]
 
         def jac(x: Any) -> np.ndarray:
@@ -410,7 +379,7 @@ class Model:
             return memo["g"].copy()
 
         def hessp(x: Any, p: Any) -> np.ndarray:
-            return self._product("hvp", self._theta(x), self._vector(p, "p"), d)
+            return obj.hvp(x, p)
 
         return fun, jac, hessp
 
@@ -513,6 +482,100 @@ class Model:
     def __repr__(self) -> str:
         return (f"Model({self.title!r}, params={self.param_names}, data={self.data_names}, "
                 f"P={self.n_params}, dtype={self.dtype})")
+
+
+class Objective:
+    """A model's objective on fixed data, validated once (``Model.bind``).
+
+    Optimizers call its kernels thousands of times on the same arrays, or on
+    row subsets of them (``subset``, for mini-batches), without re-checking
+    the data. theta and v are still checked on every call: they are cheap to
+    check and a wrong one would silently give garbage.
+    """
+
+    def __init__(self, model: Model, data: list[np.ndarray]) -> None:
+        self.model = model
+        self.data = tuple(data)
+        self.n_samples = _rows(data)
+
+    def subset(self, rows: Any) -> Objective:
+        """The objective on the samples ``rows`` (an index array or slice) of these data."""
+        data = [np.ascontiguousarray(a[rows]) for a in self.data]
+        if data and data[0].shape[0] == 0:
+            raise DataError("subset: selects no samples")
+        return Objective(self.model, data)
+
+    def loss(self, theta: Any) -> float:
+        """The objective at ``theta``."""
+        m = self.model
+        return float(m._call("loss", self.n_samples, (m._theta(theta), *self.data)))
+
+    def value_and_grad(self, theta: Any) -> tuple[float, np.ndarray]:
+        """(objective, gradient) at ``theta``: one fused kernel call."""
+        m = self.model
+        g = np.empty(m.n_params, dtype=m.dtype)
+        f = m._call("value_and_grad", self.n_samples, (m._theta(theta), *self.data), flat_out=(g,))
+        return float(f), g
+
+    def hvp(self, theta: Any, v: Any) -> np.ndarray:
+        """Exact Hessian times ``v`` at ``theta``."""
+        return self._product("hvp", theta, v)
+
+    def gnvp(self, theta: Any, v: Any) -> np.ndarray:
+        """Generalized Gauss-Newton matrix times ``v`` at ``theta`` (see ``Model.gnvp``)."""
+        self.model._check_kind("gnvp")
+        return self._product("gnvp", theta, v)
+
+    def value_grad_hvp(self, theta: Any, v: Any) -> tuple[float, np.ndarray, np.ndarray]:
+        """(objective, gradient, Hessian times v) from one fused kernel call."""
+        m = self.model
+        g = np.empty(m.n_params, dtype=m.dtype)
+        hv = np.empty(m.n_params, dtype=m.dtype)
+        f = m._call("value_grad_hvp", self.n_samples, (m._theta(theta), m._vector(v, "v"), *self.data),
+                    flat_out=(g, hv))
+        return float(f), g, hv
+
+    def predict(self, theta: Any) -> np.ndarray:
+        """The model's output on these inputs (see ``Model.predict``)."""
+        return self.model.predict(theta, *self._inputs())
+
+    def jacobian(self, theta: Any) -> np.ndarray:
+        """d output / d theta on these inputs (see ``Model.jacobian``)."""
+        return self.model.jacobian(theta, *self._inputs())
+
+    def _inputs(self) -> list[np.ndarray]:
+        names = self.model.data_names
+        return [self.data[names.index(n)] for n in self.model._inputs]
+
+    def hessian(self, theta: Any, max_params: int = 4096) -> np.ndarray:
+        """The dense Hessian, from P exact HVP columns, symmetrized."""
+        return self._dense("hvp", "hessian", theta, max_params)
+
+    def gauss_newton(self, theta: Any, max_params: int = 4096) -> np.ndarray:
+        """The dense generalized Gauss-Newton matrix, from P GN-product columns, symmetrized."""
+        self.model._check_kind("gnvp")
+        return self._dense("gnvp", "gauss_newton", theta, max_params)
+
+    def _product(self, kind: str, theta: Any, v: Any) -> np.ndarray:
+        m = self.model
+        out = np.empty(m.n_params, dtype=m.dtype)
+        m._call(kind, self.n_samples, (m._theta(theta), m._vector(v, "v"), *self.data), flat_out=(out,))
+        return out
+
+    def _dense(self, kind: str, what: str, theta: Any, max_params: int) -> np.ndarray:
+        m, p = self.model, self.model.n_params
+        if p > max_params:
+            raise ValueError(f"{what}: the model has P = {p} parameters; a dense matrix needs "
+                             f"{p ** 2 * m.dtype.itemsize / 2 ** 20:.0f} MiB and {p} product kernel calls "
+                             f"(max_params={max_params}; raise it, or use the matrix-free products)")
+        t = m._theta(theta)
+        h = np.empty((p, p), dtype=m.dtype)
+        e = np.zeros(p, dtype=m.dtype)
+        for j in range(p):
+            e[j] = 1
+            m._call(kind, self.n_samples, (t, e, *self.data), flat_out=(h[j],))  # row j = column j
+            e[j] = 0
+        return (h + h.T) / 2
 
 
 def _rows(d: list[np.ndarray]) -> int:
