@@ -1,4 +1,4 @@
-"""The ``symgrad`` command line: inspect a model's kernels, manage the kernel cache."""
+"""The ``symgrad`` command line: inspect a model's kernels, manage the kernel cache, compare optimizers."""
 from __future__ import annotations
 
 import argparse
@@ -68,6 +68,11 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .harness.command import run
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="symgrad", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -79,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = sub.add_parser("cache", help="the on-disk kernel cache ($SYMGRAD_CACHE_DIR)")
     c.add_argument("action", choices=("info", "clear"))
     c.set_defaults(fn=_cache)
+    from .harness.command import add_arguments
+    b = sub.add_parser("bench", help="compare optimizers on benchmark problems (CSV, summary table, plots)",
+                       description="Compare optimizers on fixed problems: the same starting points for every "
+                                   "method, costs and failures recorded.")
+    add_arguments(b)
+    b.set_defaults(fn=_bench)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

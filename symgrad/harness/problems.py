@@ -1,0 +1,365 @@
+"""Benchmark problems: a compiled model, its data split, seeded starting points, optional extras.
+
+A :class:`Problem` is cheap to declare and builds (compiles, loads data) only
+when run, so the registry can list problems whose dependencies are missing.
+The built-ins need no download: two parameter-only test functions, datasets
+bundled with scikit-learn (features standardized with train statistics, a
+fixed seeded 80/20 split), and two generated regression/classification sets.
+Each also gives the same objective in PyTorch on one flat parameter tensor,
+so the torch.optim reference rows optimize exactly the same function.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+import symgrad as sg
+from ..model import Model
+
+__all__ = ["Problem", "Instance", "PROBLEMS", "register", "get_problem", "binary_accuracy",
+           "class_accuracy", "torch_params"]
+
+Data = tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A built problem.
+
+    ``init(seed)``: the starting point every method shares for that seed
+    (default ``model.init``). ``accuracy(model, theta, data)``: fraction of
+    correct predictions, for classifiers. ``torch_loss(theta, data)``: the
+    same objective in PyTorch, ``theta`` a flat float64 tensor and ``data``
+    the train arrays as tensors (labels int64); without it the torch.optim
+    rows are skipped for this problem.
+    """
+
+    model: Model
+    train: Data
+    heldout: Data | None = None
+    init: Callable[[int], np.ndarray] | None = None
+    accuracy: Callable[[Model, np.ndarray, Data], float] | None = None
+    torch_loss: Callable[[Any, tuple[Any, ...]], Any] | None = None
+
+    def theta0(self, seed: int) -> np.ndarray:
+        theta = self.init(seed) if self.init is not None else self.model.init(seed)
+        theta = np.array(theta, dtype=self.model.dtype)
+        if theta.shape != (self.model.n_params,):
+            raise ValueError(f"init({seed}) returned shape {theta.shape}, expected ({self.model.n_params},)")
+        return theta
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A named benchmark problem: ``build()`` returns its :class:`Instance`.
+
+    ``max_iter``, ``tol`` (on the gradient's 2-norm) and ``time_limit``
+    (seconds per run) are its defaults; ``target`` an absolute target loss
+    (default: relative to the best loss any run reaches); ``options`` the
+    per-method defaults, e.g. ``{"adam": {"lr": 0.01}}`` (torch:SGD and
+    torch:Adam take the lr of sgd and adam).
+    """
+
+    name: str
+    build: Callable[[], Instance]
+    description: str = ""
+    max_iter: int = 200
+    tol: float = 1e-6
+    time_limit: float | None = None
+    target: float | None = None
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.name, str) and self.name and ":" not in self.name and "," not in self.name):
+            raise ValueError(f"problem name {self.name!r}: expected a non-empty string without ',' or ':'")
+        if not callable(self.build):
+            raise ValueError(f"problem {self.name!r}: build must be a callable returning an Instance")
+
+
+#: the registered problems by name (built-ins first)
+PROBLEMS: dict[str, Problem] = {}
+
+
+def register(problem: Problem, replace: bool = False) -> Problem:
+    """Add a problem to :data:`PROBLEMS` (the command line's ``--problems`` names)."""
+    if not isinstance(problem, Problem):
+        raise TypeError(f"expected a Problem, got {type(problem).__name__}")
+    if problem.name in PROBLEMS and not replace:
+        raise ValueError(f"a problem named {problem.name!r} is already registered (pass replace=True)")
+    PROBLEMS[problem.name] = problem
+    return problem
+
+
+def get_problem(name: str) -> Problem:
+    if name not in PROBLEMS:
+        raise ValueError(f"unknown problem {name!r}; problems are {', '.join(PROBLEMS)}")
+    return PROBLEMS[name]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def binary_accuracy(model: Model, theta: np.ndarray, data: Data) -> float:
+    """Logit > 0 against 0/1 targets."""
+    return float(np.mean((model.predict(theta, data[0])[:, 0] > 0) == (data[1][:, 0] > 0.5)))
+
+
+def class_accuracy(model: Model, theta: np.ndarray, data: Data) -> float:
+    """Argmax of the scores against integer labels."""
+    return float(np.mean(np.argmax(model.predict(theta, data[0]), axis=1) == data[1]))
+
+
+def torch_params(model: Model, theta: Any) -> dict[str, Any]:
+    """Views of a flat torch tensor, one per parameter, in the model's layout."""
+    out = {}
+    for name, shape, off, _ in model.signature.params:
+        size = math.prod(shape) if shape else 1
+        out[name] = theta[off:off + size].reshape(shape)
+    return out
+
+
+def _split(x: np.ndarray, y: np.ndarray, heldout: float = 0.2, seed: int = 0) -> tuple[Data, Data]:
+    """Seeded split, features standardized with the train rows' statistics (constant features kept 0)."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = len(x) - int(round(heldout * len(x)))
+    tr, te = order[:cut], order[cut:]
+    mu, sd = x[tr].mean(0), x[tr].std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    return ((x[tr] - mu) / sd, y[tr]), ((x[te] - mu) / sd, y[te])
+
+
+def _sklearn(loader: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn import datasets
+    except ImportError as e:
+        raise ImportError(f"this problem uses scikit-learn's bundled {loader} data: "
+                          "pip install scikit-learn") from e
+    x, y = getattr(datasets, loader)(return_X_y=True)
+    return np.asarray(x, dtype=np.float64), np.asarray(y)
+
+
+def _mlp(x: sg.Tensor, sizes: tuple[int, ...], activation: str = "tanh") -> tuple[sg.Tensor, list[sg.Tensor]]:
+    """Dense layers l1, l2, ... (activation on all but the last); returns the output and the weights."""
+    h, weights = x, []
+    for i, n in enumerate(sizes, 1):
+        w = sg.param(f"l{i}.W", (n, h.shape[0]), init="glorot_uniform")
+        h = w @ h + sg.param(f"l{i}.b", n)
+        if i < len(sizes):
+            h = sg.ACTIVATIONS[activation](h)
+        weights.append(w)
+    return h, weights
+
+
+def _torch_mlp(model: Model, theta: Any, x: Any, layers: int, activation: str = "tanh") -> Any:
+    import torch
+    p = torch_params(model, theta)
+    act = getattr(torch, activation)
+    for i in range(1, layers + 1):
+        x = x @ p[f"l{i}.W"].T + p[f"l{i}.b"]
+        if i < layers:
+            x = act(x)
+    return x
+
+
+def _torch_l2(model: Model, theta: Any, layers: int) -> Any:
+    p = torch_params(model, theta)
+    return sum((p[f"l{i}.W"] ** 2).sum() for i in range(1, layers + 1))
+
+
+# ----------------------------------------------------------------------------- built-ins
+
+def _rosenbrock() -> Instance:
+    """f = 100 (y - x^2)^2 + (1 - x)^2 on two scalar parameters; no data at all."""
+    x, y = sg.param("x", ()), sg.param("y", ())
+    model = sg.compile(100 * sg.square(y - sg.square(x)) + sg.square(1 - x))
+
+    def init(seed: int) -> np.ndarray:
+        return np.array([-1.2, 1.0]) + np.random.default_rng(seed).uniform(-0.25, 0.25, 2)
+
+    def torch_loss(theta: Any, data: tuple) -> Any:
+        return 100 * (theta[1] - theta[0] ** 2) ** 2 + (1 - theta[0]) ** 2
+
+    return Instance(model, (), None, init, None, torch_loss)
+
+
+QUADRATIC_N, QUADRATIC_COND = 10, 1e4
+
+
+def quadratic_matrix() -> tuple[np.ndarray, np.ndarray]:
+    """(Q, d): the quadratic's Hessian is Q diag(d) Q^T, d log-spaced from 1e-2 to 1e2."""
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(QUADRATIC_N, QUADRATIC_N)))
+    d = np.logspace(-2, 2, QUADRATIC_N)
+    assert math.isclose(d[-1] / d[0], QUADRATIC_COND)
+    return q, d
+
+
+def _quadratic() -> Instance:
+    """f = 1/2 (w - 1)^T Q diag(d) Q^T (w - 1): rotated, condition number 1e4, minimum 0 at w = 1.
+
+    The DSL broadcasts only scalars, so the ten coordinates are scalar
+    parameters and each rotated coordinate z_j = sum_i Q_ij (w_i - 1) is one
+    elementwise op with the rotation's entries as constants.
+    """
+    q, d = quadratic_matrix()
+    ws = [sg.param(f"w{i}", ()) for i in range(QUADRATIC_N)]
+    loss: Any = 0
+    for j in range(QUADRATIC_N):
+        col = [float(c) for c in q[:, j]]
+        z = sg.elementwise(f"z{j}", lambda *w, c=col: sum(ci * (wi - 1) for ci, wi in zip(c, w)))(*ws)
+        loss = loss + (0.5 * float(d[j])) * sg.square(z)
+    model = sg.compile(loss)
+    a = q @ np.diag(d) @ q.T
+
+    def torch_loss(theta: Any, data: tuple) -> Any:
+        import torch
+        e = theta - 1
+        return 0.5 * e @ torch.as_tensor(a) @ e
+
+    return Instance(model, (), None, lambda seed: np.random.default_rng(seed).normal(size=QUADRATIC_N),
+                    None, torch_loss)
+
+
+LOGISTIC_L2 = 1e-3
+
+
+def _logistic() -> Instance:
+    """L2 logistic regression on breast-cancer (30 features): mean BCE of the logit + 1e-3 |W|^2."""
+    x_all, y_all = _sklearn("load_breast_cancer")
+    train, test = _split(x_all, y_all.astype(np.float64)[:, None])
+    x, t = sg.input("x", x_all.shape[1]), sg.target("t", 1)
+    w, b = sg.param("W", (1, x_all.shape[1]), init="zeros"), sg.param("b", 1)
+    o = w @ x + b
+    model = sg.compile(sg.bce_with_logits(o, t) + LOGISTIC_L2 * sg.l2(w), output=o)
+
+    def torch_loss(theta: Any, data: tuple) -> Any:
+        import torch
+        p = torch_params(model, theta)
+        z = data[0] @ p["W"].T + p["b"]
+        return torch.nn.functional.binary_cross_entropy_with_logits(z, data[1]) + LOGISTIC_L2 * (p["W"] ** 2).sum()
+
+    def init(seed: int) -> np.ndarray:   # zeros would give every seed the same start
+        return np.random.default_rng(seed).normal(scale=0.1, size=model.n_params)
+
+    return Instance(model, train, test, init, binary_accuracy, torch_loss)
+
+
+def _classifier(sizes: tuple[int, ...], l2: float) -> Callable[[], Instance]:
+    """Softmax cross-entropy + l2 |W|^2 on digits (64 features, 10 classes) through dense layers."""
+
+    def build() -> Instance:
+        x_all, y_all = _sklearn("load_digits")
+        train, test = _split(x_all, y_all.astype(np.int64))
+        x, y = sg.input("x", 64), sg.labels("y", 10)
+        o, weights = _mlp(x, sizes)
+        penalty: Any = sum(sg.l2(w) for w in weights)
+        model = sg.compile(sg.softmax_cross_entropy(o, y) + l2 * penalty, output=o)
+
+        def torch_loss(theta: Any, data: tuple) -> Any:
+            import torch
+            z = _torch_mlp(model, theta, data[0], len(sizes))
+            return torch.nn.functional.cross_entropy(z, data[1]) + l2 * _torch_l2(model, theta, len(sizes))
+
+        return Instance(model, train, test, None, class_accuracy, torch_loss)
+
+    return build
+
+
+def _two_spirals(n: int = 150, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaved spirals of n points each (1.5 turns), labels 0/1 as a (2n, 1) target."""
+    rng = np.random.default_rng(seed)
+    a = np.sqrt(rng.uniform(0.0, 1.0, n)) * 3 * np.pi
+    arm = np.stack([a * np.cos(a), a * np.sin(a)], axis=1) / (3 * np.pi)
+    x = np.concatenate([arm, -arm]) + noise * rng.normal(size=(2 * n, 2))
+    return x, np.concatenate([np.zeros(n), np.ones(n)])[:, None]
+
+
+SPIRALS_L2 = 1e-4
+
+
+def _spirals() -> Instance:
+    """A 2-16-16-1 tanh network classifying two spirals: BCE of the logit + 1e-4 sum |W|^2."""
+    train, test = _split(*_two_spirals())
+    x, t = sg.input("x", 2), sg.target("t", 1)
+    o, weights = _mlp(x, (16, 16, 1))
+    model = sg.compile(sg.bce_with_logits(o, t) + SPIRALS_L2 * sum(sg.l2(w) for w in weights), output=o)
+
+    def torch_loss(theta: Any, data: tuple) -> Any:
+        import torch
+        z = _torch_mlp(model, theta, data[0], 3)
+        return torch.nn.functional.binary_cross_entropy_with_logits(z, data[1]) + \
+            SPIRALS_L2 * _torch_l2(model, theta, 3)
+
+    return Instance(model, train, test, None, binary_accuracy, torch_loss)
+
+
+def _sine() -> Instance:
+    """A 1-5-1 tanh network fitting sin(x) on [-pi, pi] (200 noisy train points): MSE."""
+    rng = np.random.default_rng(0)
+    x_all = rng.uniform(-np.pi, np.pi, size=(250, 1))
+    y_all = np.sin(x_all) + 0.05 * rng.normal(size=x_all.shape)
+    (xt, yt), (xh, yh) = _split(x_all, y_all)
+    x, t = sg.input("x", 1), sg.target("t", 1)
+    o, _ = _mlp(x, (5, 1))
+    model = sg.compile(sg.mse(o, t), output=o)
+
+    def torch_loss(theta: Any, data: tuple) -> Any:
+        import torch
+        return torch.nn.functional.mse_loss(_torch_mlp(model, theta, data[0], 2), data[1])
+
+    return Instance(model, (xt, yt), (xh, yh), None, None, torch_loss)
+
+
+def _autoencoder() -> Instance:
+    """A 64-32-8-32-64 tanh autoencoder of the (standardized) digits: MSE of the reconstruction."""
+    x_all, y_all = _sklearn("load_digits")
+    (xt, _), (xh, _) = _split(x_all, y_all)
+    x, t = sg.input("x", 64), sg.target("t", 64)
+    o, _ = _mlp(x, (32, 8, 32, 64))
+    model = sg.compile(sg.mse(o, t), output=o)
+
+    def torch_loss(theta: Any, data: tuple) -> Any:
+        import torch
+        return torch.nn.functional.mse_loss(_torch_mlp(model, theta, data[0], 4), data[1])
+
+    return Instance(model, (xt, xt), (xh, xh), None, None, torch_loss)
+
+
+for _p in (
+    Problem("rosenbrock", _rosenbrock, "Rosenbrock in 2-D, a parameter-only graph; start (-1.2, 1) + U(-0.25, 0.25)",
+            max_iter=2000, tol=1e-8, time_limit=10.0,
+            options={"gd": {"lr": 1e-3}, "sgd": {"lr": 1e-3}, "momentum": {"lr": 2e-4},
+                     "nesterov": {"lr": 2e-4}, "adagrad": {"lr": 0.3}, "rmsprop": {"lr": 1e-2},
+                     "adam": {"lr": 3e-2}}),
+    Problem("quadratic", _quadratic, "rotated quadratic, 10 scalar parameters, condition number 1e4",
+            max_iter=2000, tol=1e-8, time_limit=10.0,
+            options={"gd": {"lr": 1e-2}, "sgd": {"lr": 1e-2}, "momentum": {"lr": 3e-3},
+                     "nesterov": {"lr": 3e-3}, "adagrad": {"lr": 1.0}, "rmsprop": {"lr": 3e-2},
+                     "adam": {"lr": 0.1}}),
+    Problem("logistic", _logistic, "L2 logistic regression, breast cancer (455 train / 114 held out, 30 features)",
+            max_iter=500, tol=1e-8, time_limit=10.0,
+            options={"gd": {"lr": 1.0}, "sgd": {"lr": 1.0}, "momentum": {"lr": 0.3}, "nesterov": {"lr": 0.3},
+                     "adagrad": {"lr": 0.3}, "rmsprop": {"lr": 1e-2}, "adam": {"lr": 0.1}}),
+    Problem("softmax", _classifier((10,), 1e-3), "softmax regression + 1e-3 |W|^2, digits (1438 train / 359 held out, 64 features)",
+            max_iter=500, tol=1e-7, time_limit=10.0,
+            options={"gd": {"lr": 1.0}, "sgd": {"lr": 1.0}, "momentum": {"lr": 0.3}, "nesterov": {"lr": 0.3},
+                     "adagrad": {"lr": 0.3}, "rmsprop": {"lr": 1e-2}, "adam": {"lr": 0.1}}),
+    Problem("digits_mlp", _classifier((32, 10), 1e-4), "64-32-10 tanh MLP, softmax cross-entropy + 1e-4 sum |W|^2, digits (1438 / 359)",
+            max_iter=300, tol=1e-6, time_limit=10.0,
+            options={"gd": {"lr": 1.0}, "sgd": {"lr": 1.0}, "momentum": {"lr": 0.3}, "nesterov": {"lr": 0.3},
+                     "adagrad": {"lr": 0.1}, "rmsprop": {"lr": 3e-3}, "adam": {"lr": 1e-2}}),
+    Problem("spirals", _spirals, "2-16-16-1 tanh MLP on two spirals (240 / 60 points), BCE + 1e-4 sum |W|^2",
+            max_iter=2000, tol=1e-6, time_limit=10.0,
+            options={"gd": {"lr": 1.0}, "sgd": {"lr": 1.0}, "momentum": {"lr": 0.3}, "nesterov": {"lr": 0.3},
+                     "adagrad": {"lr": 0.1}, "rmsprop": {"lr": 3e-3}, "adam": {"lr": 1e-2}}),
+    Problem("sine", _sine, "1-5-1 tanh MLP fitting sin on [-pi, pi] (200 / 50 points), MSE",
+            max_iter=2000, tol=1e-8, time_limit=10.0,
+            options={"gd": {"lr": 0.3}, "sgd": {"lr": 0.3}, "momentum": {"lr": 0.1}, "nesterov": {"lr": 0.1},
+                     "adagrad": {"lr": 0.1}, "rmsprop": {"lr": 3e-3}, "adam": {"lr": 1e-2}}),
+    Problem("autoencoder", _autoencoder, "64-32-8-32-64 tanh autoencoder of the digits (1438 / 359), MSE",
+            max_iter=300, tol=1e-6, time_limit=15.0,
+            options={"gd": {"lr": 1.0}, "sgd": {"lr": 1.0}, "momentum": {"lr": 0.3}, "nesterov": {"lr": 0.3},
+                     "adagrad": {"lr": 0.03}, "rmsprop": {"lr": 1e-3}, "adam": {"lr": 3e-3}}),
+):
+    register(_p)
