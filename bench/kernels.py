@@ -138,8 +138,8 @@ def avoid_relu_kinks(w: Workload, params: Grads, X: np.ndarray, margin: float = 
 
 # --- symgrad ---------------------------------------------------------------------------
 
-def build_symgrad(w: Workload, dtype: type) -> Any:
-    """The workload in symgrad's DSL, compiled."""
+def build_symgrad(w: Workload, dtype: type, backend: str = "cpu") -> Any:
+    """The workload in symgrad's DSL, compiled for ``backend``."""
     import symgrad as sg
 
     x = sg.input("x", w.sizes[0])
@@ -155,7 +155,7 @@ def build_symgrad(w: Workload, dtype: type) -> Any:
     loss = {"mse": sg.mse, "ce": sg.softmax_cross_entropy, "bce": sg.bce_with_logits}[w.loss](out, tgt)
     if w.l2:
         loss = loss + w.l2 * sg.l2(W)
-    return sg.compile(loss, output=out, dtype=dtype)
+    return sg.compile(loss, output=out, dtype=dtype, backend=backend)
 
 
 class Symgrad:

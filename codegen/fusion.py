@@ -9,9 +9,11 @@ scalar instead of an array: it never goes to memory.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from .kernel_ir import Compute, Line, Loop, Ref, Stmt, walk_refs
 
-__all__ = ["fuse_row_body"]
+__all__ = ["fuse_row_body", "drop_row_index"]
 
 
 def _writes(loop: Loop) -> dict[str, tuple[str, ...]]:
@@ -47,16 +49,18 @@ def _merge(stmts: list[Stmt]) -> list[Stmt]:
     return out
 
 
-def _rename(stmts: tuple[Stmt, ...] | list[Stmt], names: set[str]) -> list[Stmt]:
+def _rename(stmts: tuple[Stmt, ...] | list[Stmt], names: set[str],
+            keep: Callable[[tuple[str, ...]], tuple[str, ...]] = lambda index: ()) -> list[Stmt]:
+    """References to ``names`` with their index replaced by ``keep(index)`` (default: none)."""
     def fix(r: Ref) -> Ref:
-        return Ref(r.name) if r.name in names else r
+        return Ref(r.name, keep(r.index)) if r.name in names else r
     out: list[Stmt] = []
     for s in stmts:
         if isinstance(s, Compute):
             out.append(Compute(fix(s.target), s.expr, tuple((sym, fix(r)) for sym, r in s.binds),
                                s.op, s.comment))
         elif isinstance(s, Loop):
-            out.append(Loop(s.var, s.start, s.stop, tuple(_rename(s.body, names)), s.comment))
+            out.append(Loop(s.var, s.start, s.stop, tuple(_rename(s.body, names, keep)), s.comment))
         else:
             out.append(s)
     return out
@@ -87,3 +91,9 @@ def fuse_row_body(stmts: list[Stmt], row: str, candidates: set[str]) -> tuple[li
                 ok.discard(r.name)
     scalars = {n for n in ok if n in where and len(where[n]) == 1}
     return _rename(fused, scalars), scalars
+
+
+def drop_row_index(stmts: list[Stmt], names: set[str], row: str) -> list[Stmt]:
+    """``name[row, ...]`` -> ``name[...]`` for ``names``: arrays that hold one row at a time (a GPU
+    thread's local arrays, reused for each of its rows)."""
+    return _rename(stmts, names, lambda index: index[1:] if index[:1] == (row,) else index)

@@ -13,6 +13,14 @@ Inside a chunk, contractions big enough to pay for a BLAS call become one
 rows, where adjacent loops over the same features are fused and
 intermediates that never leave the fused loop become scalars (see
 :mod:`codegen.fusion`).
+
+``target="cuda"`` lowers the same program to the same IR for
+:mod:`codegen.emit_cuda`: a chunk is one GPU thread's rows, so there are no
+BLAS calls (every contraction is a loop), per-row intermediates are the
+thread's local arrays (the row index dropped), per-sample outputs are
+written row by row inside the row loop, and the finish kernel reads the
+partial sums already reduced on the device (``total``) and writes its
+scalar result into ``result[0]``.
 """
 from __future__ import annotations
 
@@ -23,10 +31,15 @@ import sympy as sp
 from symgrad.ir import (BATCH, RESERVED, ArgMax, Assign, Detach, Einsum, Elementwise, Gather, IRError, Leaf,
                         Program, Scatter, Value, arg_symbols)
 
-from .fusion import fuse_row_body
+from .fusion import drop_row_index, fuse_row_body
 from .kernel_ir import Compute, Kernel, Line, Loop, Ref, Stmt
 
-__all__ = ["Sink", "Lowered", "lower", "GEMM_MIN_WORK", "CHUNK_ESTIMATE"]
+__all__ = ["Sink", "Lowered", "lower", "GEMM_MIN_WORK", "CHUNK_ESTIMATE", "TARGETS", "CUDA_LOCAL_MAX"]
+
+#: code targets of ``lower``
+TARGETS = ("cpu", "cuda")
+#: largest parameter-only array a CUDA kernel holds in a thread's local memory (elements)
+CUDA_LOCAL_MAX = 32768
 
 #: multiply-adds below which a contraction is emitted as loops, not a BLAS call
 GEMM_MIN_WORK = 8192
@@ -78,8 +91,9 @@ def _parse(spec: str) -> tuple[list[str], str]:
 
 class _Lowering:
     def __init__(self, program: Program, sinks: tuple[Sink, ...], float_type: str,
-                 flat_roles: frozenset[str]) -> None:
+                 flat_roles: frozenset[str], target: str = "cpu") -> None:
         self.program, self.sinks, self.ft = program, sinks, float_type
+        self.cuda = target == "cuda"
         self.dtype = f"np.{float_type}"
         self.flat_roles = flat_roles          # leaf roles held in a flat vector (param -> theta)
         by_name = {a.out.name: a for a in program.body}
@@ -232,7 +246,7 @@ class _Lowering:
 
     def gemm(self, a: Assign) -> Line | None:
         """The contraction as one np.dot over the chunk, if it is a GEMM worth calling."""
-        if not isinstance(a.op, Einsum) or len(a.args) != 2:
+        if self.cuda or not isinstance(a.op, Einsum) or len(a.args) != 2:
             return None
         (la, lb), out = _parse(a.op.spec)
         common = set(la) & set(lb)
@@ -273,9 +287,10 @@ class _Lowering:
     def emit_argmax(self, a: Assign, row: str | None) -> list[Stmt]:
         x = a.args[0]
         src = self.store[x.name].name
-        lead = f"{row}, " if x.batched else ""
+        local = self.cuda and not isinstance(self.by_name[x.name].op, Leaf)   # a thread's row: no row index
+        lead = f"{row}, " if x.batched and not local else ""
         best, at = self.name("best"), self.name("best_at")
-        dst = str(self.ref(a.out, (), row))
+        dst = self.store[a.out.name].name if self.cuda and a.out.batched else str(self.ref(a.out, (), row))
         text = (f"{best} = {src}[{lead}0]\n{at} = 0\n"
                 f"for i in range(1, {x.shape[0]}):\n"
                 f"    if {src}[{lead}i] > {best}:\n"
@@ -295,7 +310,8 @@ class _Lowering:
             return self.emit_argmax(a, row)
         if isinstance(op, Gather):
             v, idx = a.args
-            q = self.ref(idx, (), row)
+            local = self.cuda and idx.batched and not isinstance(self.by_name[idx.name].op, Leaf)
+            q = Ref(self.store[idx.name].name) if local else self.ref(idx, (), row)
             s = sp.Symbol("a0", real=True)
             vr = self.ref(v, (str(q),), row)
             tgt, o = self.target(a, (), row)
@@ -318,11 +334,24 @@ class _Lowering:
         raise IRError(f"no lowering for {op!r}")  # pragma: no cover
 
     # ------------------------------------------------------------------ storage
-    def alloc(self, v: Value, rows: str | None) -> Line:
+    def alloc(self, v: Value, rows: str | None) -> Line | None:
+        name = self.store[v.name].name
+        if self.cuda:   # a thread's own array: one row of a per-sample value, or a parameter-only one
+            if not v.shape:
+                return None   # a per-row scalar is a plain local variable
+            size = 1
+            for d in v.shape:
+                size *= d
+            if size > CUDA_LOCAL_MAX:
+                raise IRError(f"backend 'cuda': {v.name!r} (shape {v.shape}) would be a thread-local "
+                              f"array of {size} elements (at most {CUDA_LOCAL_MAX}); wide parameter-only "
+                              "intermediates are not supported by the CUDA backend yet")
+            shape = str(v.shape[0]) if len(v.shape) == 1 else str(tuple(v.shape))
+            dt = "int64" if v.kind == "index" else self.ft
+            return Line(f"{name} = cuda.local.array({shape}, {dt})", "", frozenset(), frozenset({name}))
         dims = ((rows,) if v.batched else ()) + tuple(str(d) for d in v.shape)
         shape = dims[0] if len(dims) == 1 else "(" + ", ".join(dims) + ")"
         dt = "np.int64" if v.kind == "index" else self.dtype
-        name = self.store[v.name].name
         return Line(f"{name} = np.empty({shape}, dtype={dt})", "", frozenset(), frozenset({name}))
 
     def plan_storage(self) -> int:
@@ -370,7 +399,8 @@ class _Lowering:
                 out.append(g)
                 continue
             if st.kind == "array":
-                out.append(self.alloc(a.out, None))
+                line = self.alloc(a.out, None)
+                out += [line] if line is not None else []
             out.extend(self.emit(a, None))
         return out
 
@@ -380,18 +410,21 @@ class _Lowering:
         group: list[tuple[Assign, list[Stmt]]] = []
         protected = {self.store[v.name].name for _, v in sink_rows}
 
-        def flush() -> None:
-            if not group:
+        def flush(tail: list[Stmt]) -> None:
+            if not group and not tail:
                 return
-            stmts = [s for _, ss in group for s in ss]
+            stmts = [s for _, ss in group for s in ss] + tail
             defined = [a.out for a, _ in group if self.store[a.out.name].kind == "array"]
             local_names = {self.store[v.name].name for v in defined
                            if all(id(c) in members for c in self.consumers.get(v.name, []))
                            and self.store[v.name].name not in protected}
             fused, scalars = fuse_row_body(stmts, "r", local_names)
-            for v in defined:
-                if self.store[v.name].name not in scalars:
-                    body.append(self.alloc(v, "rows"))
+            kept = [v for v in defined if self.store[v.name].name not in scalars]
+            if self.cuda:
+                fused = drop_row_index(fused, {self.store[v.name].name for v in kept}, "r")
+            for v in kept:
+                line = self.alloc(v, "rows")
+                body.extend([line] if line is not None else [])
             body.append(Loop("r", "0", "rows", tuple(fused)))
             group.clear()
             members.clear()
@@ -404,15 +437,35 @@ class _Lowering:
                 continue
             g = self.gemm(a)
             if g is not None:
-                flush()
+                flush([])
                 body.append(g)
                 continue
             group.append((a, self.emit(a, "r")))
             members.add(id(a))
-        flush()
+        if self.cuda:   # per-sample outputs row by row, inside the row loop
+            flush([s for sink, v in sink_rows for s in self.row_sink_loops(sink, v)])
+            return body
+        flush([])
         for sink, v in sink_rows:
             body.append(self.row_sink(sink, v))
         return body
+
+    def row_sink_loops(self, sink: Sink, v: Value) -> list[Stmt]:
+        """Row r of a per-sample output as element loops (the CUDA form of ``row_sink``)."""
+        idx = ("i", "j", "k", "l")[:len(v.shape)]
+        col = ""
+        if sink.size:   # a column block of a (N, width) array, elements in C order
+            flat, stride = [], 1
+            for var, d in reversed(list(zip(idx, v.shape))):
+                flat.append(f"{var}*{stride}" if stride != 1 else var)
+                stride *= d
+            col = " + ".join([str(sink.offset)] + flat[::-1])
+        target = Ref(sink.array, ("r0 + r",) + ((col,) if sink.size else idx))
+        s = sp.Symbol("a0", real=True)
+        val = self.ref(v, idx, "r")
+        binds = ((s, val),) if isinstance(val, Ref) else ()
+        expr = s if binds else val
+        return self.loops(v.shape, idx, [Compute(target, expr, binds, "=", f"{sink.key}: row r")])
 
     def row_sink(self, sink: Sink, v: Value) -> Line:
         """This chunk's rows of a per-sample output; with ``size``, columns offset..offset+size
@@ -436,7 +489,7 @@ class _Lowering:
                         else f"{cols} = {val}", comment)
         return Line(f"{cols} = {val}.ravel()", comment)
 
-    def sink_stmt(self, sink: Sink, v: Value) -> Line:
+    def sink_stmt(self, sink: Sink, v: Value) -> Stmt:
         st = self.store[v.name]
         if st.kind == "const":
             from .printer import NumbaPrinter
@@ -446,7 +499,20 @@ class _Lowering:
         else:
             val = st.name
         if sink.kind == "return":
-            return Line(f"return {val}", sink.key)
+            return Line(f"result[0] = {val}" if self.cuda else f"return {val}", sink.key)
+        if self.cuda:   # element by element, in C order
+            idx = ("i", "j", "k", "l")[:len(v.shape)]
+            flat, stride = [], 1
+            for var, d in reversed(list(zip(idx, v.shape))):
+                flat.append(f"{var}*{stride}" if stride != 1 else var)
+                stride *= d
+            pos = " + ".join([str(sink.offset)] + flat[::-1])
+            ref = self.ref(v, idx, None) if st.kind != "const" else st.expr
+            s = sp.Symbol("a0", real=True)
+            binds = ((s, ref),) if isinstance(ref, Ref) else ()
+            body = Compute(Ref(sink.array, (pos,)), s if binds else ref, binds, "=", "")
+            return Loop("q", "0", "1", (body,), sink.key) if not v.shape else \
+                self.loops(v.shape, idx, [body])[0]
         sl = f"{sink.array}[{sink.offset}:{sink.offset + sink.size}]"
         if v.shape and st.kind in ("array", "acc"):
             return Line(f"{sl} = {val}.ravel()", sink.key)
@@ -469,14 +535,19 @@ class Lowered:
 
 def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: str,
           data: tuple[tuple[str, str], ...], flat_leaves: dict[str, str],
-          param_layout: dict[str, tuple[int, tuple[int, ...]]], doc: str = "") -> Lowered:
+          param_layout: dict[str, tuple[int, tuple[int, ...]]], doc: str = "", target: str = "cpu") -> Lowered:
     """Lower ``program`` to its kernels.
 
     ``data``: (label, role) of the per-sample arguments the kernel takes, in order.
     ``flat_leaves``: role -> flat argument holding all leaves of that role (param -> theta,
     tangent -> v), laid out by ``param_layout`` (label -> (offset, shape)).
+    ``target``: "cpu" (``<name>_chunks`` over chunks c0..c1 in threads) or "cuda"
+    (``<name>_chunks`` is one GPU thread per chunk of ``chunk`` rows).
     """
-    L = _Lowering(program, sinks, float_type, frozenset(flat_leaves))
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    cuda = target == "cuda"
+    L = _Lowering(program, sinks, float_type, frozenset(flat_leaves), target)
     n_acc = L.plan_storage()
     leaves = {a.op.label: a for a in L.assigns if isinstance(a.op, Leaf)}
     inputs: list[str] = list(flat_leaves.values())
@@ -490,7 +561,8 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
     if data_args:
         head.append(Line(f"n_samples = {data_args[0][0]}.shape[0]"))
     if any(isinstance(a.op, Leaf) and a.op.role == "batch_scale" for a in L.assigns):
-        head.append(Line(f"inv_n = np.{float_type}(1.0 / n_samples)", "1/N: the objective is a mean"))
+        cast = float_type if cuda else f"np.{float_type}"
+        head.append(Line(f"inv_n = {cast}(1.0 / n_samples)", "1/N: the objective is a mean"))
     for role, arr in flat_leaves.items():
         for a in L.assigns:
             if isinstance(a.op, Leaf) and a.op.role == role:
@@ -513,25 +585,35 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
                 pre.append(Line(f"{L.store[a.out.name].name} = {arg}[r0:r1]"))
         if n_acc:
             pre.append(Line("acc = partials[c]", "this chunk's private share of every sum over the batch"))
-            pre.append(Line("acc[:] = 0"))
+            pre.append(Loop("q", "0", str(n_acc), (Compute(Ref("acc", ("q",)), sp.S.Zero),)) if cuda
+                       else Line("acc[:] = 0"))
             for a in L.assigns:
                 st = L.store.get(a.out.name)
                 if (st is not None and st.kind == "acc" and a.out.shape and L.phase[a.out.name] == "B"
                         and a.out.name not in L.alias):
                     pre.append(Line(f"{st.name}_acc = {_view('acc', st.acc_slot, a.out.shape)}"))
         rows_out = list(dict.fromkeys(s.array for s, _ in sink_rows))
-        body = head + phase_a + [
-            Line(f"chunk = chunk_rows(n_samples, {n_acc})",
-                 "rows per chunk: depends on N and the accumulator size, never on threads"),
-            Loop("c", "c0", "c1", tuple(pre + chunk_body))]
-        chunks = Kernel(f"{name}_chunks", tuple(inputs + rows_out + ["partials", "c0", "c1"]),
-                        tuple(body),
-                        f"Chunks c0..c1 of {name}, all its per-sample work fused; chunk c writes its "
-                        "sums to partials[c] and nothing else, so chunks may run in parallel.")
+        if cuda:
+            body = head + _needed(phase_a, pre, chunk_body) + [
+                Line("c = cuda.grid(1)", "this thread's chunk of rows"),
+                Line("if c * chunk >= n_samples:\n    return"), *pre, *chunk_body]
+            params = inputs + rows_out + ["partials", "chunk"]
+            doc = (f"Rows c*chunk..(c+1)*chunk of {name} in GPU thread c, all its per-sample work "
+                   "fused; thread c writes its sums to partials[c] and nothing else.")
+        else:
+            body = head + phase_a + [
+                Line(f"chunk = chunk_rows(n_samples, {n_acc})",
+                     "rows per chunk: depends on N and the accumulator size, never on threads"),
+                Loop("c", "c0", "c1", tuple(pre + chunk_body))]
+            params = inputs + rows_out + ["partials", "c0", "c1"]
+            doc = (f"Chunks c0..c1 of {name}, all its per-sample work fused; chunk c writes its "
+                   "sums to partials[c] and nothing else, so chunks may run in parallel.")
+        chunks = Kernel(f"{name}_chunks", tuple(params), tuple(body), doc)
         if n_acc:
-            finish.append(Line("total = partials[0].copy()"))
-            finish.append(Loop("c", "1", "partials.shape[0]", (Line("total += partials[c]"),),
-                               comment="fixed-order reduction: reproducible for any thread count"))
+            if not cuda:   # on the GPU the partial sums are reduced by a kernel of their own
+                finish.append(Line("total = partials[0].copy()"))
+                finish.append(Loop("c", "1", "partials.shape[0]", (Line("total += partials[c]"),),
+                                   comment="fixed-order reduction: reproducible for any thread count"))
             viewed = set()
             for a in L.assigns:
                 st = L.store.get(a.out.name)
@@ -545,21 +627,19 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
     else:
         finish += phase_a
     phase_c = L.unbatched_phase("C")
+    sink_stmts = [L.sink_stmt(s, program.output(s.key)) for s in sinks if s.kind in ("flat", "return")]
     if chunk_body:  # phase A again, but only what phase C and the outputs read
-        finish += _needed(phase_a, phase_c, [L.sink_stmt(s, program.output(s.key)) for s in sinks])
+        finish += _needed(phase_a, phase_c, sink_stmts)
     finish += phase_c
-    ret = None
-    for s in sinks:
-        stmt = L.sink_stmt(s, program.output(s.key))
-        if s.kind == "return":
-            ret = stmt
-        elif s.kind == "flat":
-            finish.append(stmt)
-    if ret is not None:
-        finish.append(ret)
+    finish += [st for s, st in zip([s for s in sinks if s.kind in ("flat", "return")], sink_stmts)
+               if s.kind == "flat"]
+    finish += [st for s, st in zip([s for s in sinks if s.kind in ("flat", "return")], sink_stmts)
+               if s.kind == "return"]
     params = inputs + [a for a in out_arrays if a not in [s.array for s, _ in sink_rows]]
     if chunk_body and n_acc:
-        params.append("partials")
+        params.append("total" if cuda else "partials")
+    if cuda and any(s.kind == "return" for s in sinks):
+        params.append("result")
     fin = Kernel(name, tuple(dict.fromkeys(params)), tuple(finish), doc)
     return Lowered(chunks, fin, n_acc)
 

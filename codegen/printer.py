@@ -10,9 +10,9 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
-from symgrad.functions import STABLE_FUNCTIONS
+from symgrad.functions import STABLE_FUNCTIONS, stable_inline
 
-__all__ = ["NumbaPrinter", "PrintError"]
+__all__ = ["NumbaPrinter", "CudaPrinter", "PrintError"]
 
 
 class PrintError(ValueError):
@@ -133,3 +133,19 @@ class NumbaPrinter(PythonCodePrinter):
             self._not_supported.clear()
             raise PrintError(f"no Numba form for {bad}")
         return text
+
+
+class CudaPrinter(NumbaPrinter):
+    """Prints for ``@cuda.jit`` kernels: libdevice's ``math`` functions and the stable
+    functions written inline (a CUDA kernel calls no CPU helper); float32 literals as
+    ``float32(...)`` (numba's type, imported by the generated module)."""
+
+    def _lit(self, value: float) -> str:
+        text = super()._lit(value)
+        return text.replace("np.float32(", "float32(")
+
+    def _print_tanh(self, expr: sp.Expr) -> str:
+        return f"math.tanh({self._print(expr.args[0])})"
+
+    def doprint_expr(self, expr: sp.Expr) -> str:
+        return super().doprint_expr(stable_inline(sp.sympify(expr)))

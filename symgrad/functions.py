@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-__all__ = ["Sigmoid", "Softplus", "Xlogy", "STABLE_FUNCTIONS", "positive_part", "clamped_log"]
+__all__ = ["Sigmoid", "Softplus", "Xlogy", "STABLE_FUNCTIONS", "stable_inline", "positive_part", "clamped_log"]
 
 
 class Sigmoid(sp.Function):
@@ -68,6 +68,22 @@ class Xlogy(sp.Function):
 
 #: SymPy function class -> name of its Numba helper in symgrad.runtime
 STABLE_FUNCTIONS: dict[type, str] = {Sigmoid: "sigmoid", Softplus: "softplus", Xlogy: "xlogy"}
+
+
+def stable_inline(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with the stable functions written out as the same branches the runtime helpers
+    take, for targets that print expressions inline (CUDA kernels call no helper functions)."""
+    def sigmoid(x: sp.Expr) -> sp.Expr:
+        return sp.Piecewise((1 / (1 + sp.exp(-x)), x >= 0), (sp.exp(x) / (1 + sp.exp(x)), True))
+
+    def softplus(x: sp.Expr) -> sp.Expr:
+        from sympy.codegen.cfunctions import log1p
+        return sp.Max(x, 0) + log1p(sp.exp(-sp.Abs(x)))
+
+    def xlogy(x: sp.Expr, y: sp.Expr) -> sp.Expr:
+        return sp.Piecewise((0 * y, sp.Eq(x, 0)), (x * sp.log(y), True))
+
+    return expr.replace(Sigmoid, sigmoid).replace(Softplus, softplus).replace(Xlogy, xlogy)
 
 
 def positive_part(x: sp.Expr) -> sp.Expr:

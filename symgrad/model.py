@@ -7,6 +7,7 @@ from its cache); everything before that happens in ``compile``.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -24,10 +25,10 @@ from .runner import KernelRunner
 if TYPE_CHECKING:
     from codegen.lower import Lowered, Sink
 
-__all__ = ["Model", "Objective", "compile", "DataError", "KINDS"]
+__all__ = ["Model", "Objective", "compile", "DataError", "KINDS", "BACKENDS"]
 
-#: kernel kinds every CPU model has
-KINDS = ("loss", "value_and_grad", "predict")
+#: where the kernels run: Numba CPU (``@njit``) or numba-cuda (``@cuda.jit``)
+BACKENDS = ("cpu", "cuda")
 
 
 class DataError(ValueError):
@@ -58,13 +59,31 @@ class _DataSpec:
         self.name, self.role, self.shape, self.classes = name, role, shape, classes
         self._last: tuple[Any, np.ndarray] | None = None   # (object passed, converted array)
 
-    def convert(self, x: Any, dtype: np.dtype, check_finite: bool) -> np.ndarray:
+    def convert(self, x: Any, dtype: np.dtype, check_finite: bool, device: bool = False) -> np.ndarray:
         last = self._last
         if last is not None and last[0] is x:
             return last[1]
+        if hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray":
+            return self._device(x, dtype, device)   # (FakeCUDAArray: the CUDA simulator's)
         a = self._labels(x) if self.role == "labels" else self._real(x, dtype, check_finite)
         self._last = (x, a)
         return a
+
+    def _device(self, x: Any, dtype: np.dtype, device: bool) -> Any:
+        """A device array, used in place: shape and dtype checked (its values stay on the GPU)."""
+        if not device:
+            raise DataError(f"data {self.name!r} is a GPU array but the model runs on the CPU; copy it "
+                            "to the host or compile with backend='cuda'")
+        want_dt = np.dtype(np.int64) if self.role == "labels" else dtype
+        shape = tuple(x.shape)
+        n = shape[0] if shape else -1
+        want = (n,) if self.role == "labels" else (n,) + self.shape
+        dt = np.dtype(x.dtype)
+        if shape != want or dt != want_dt:
+            raise DataError(f"data {self.name!r}: expected a device array of shape (N, "
+                            f"{', '.join(map(str, self.shape))}) and dtype {want_dt}, got {shape} {dt} "
+                            "(use model.to_device to convert and check it once)")
+        return x
 
     def _real(self, x: Any, dtype: np.dtype, check_finite: bool) -> np.ndarray:
         a = np.asarray(x)
@@ -162,7 +181,8 @@ class Model:
     """
 
     def __init__(self, forward: Forward, adjoint: Adjoint, dtype: np.dtype, fastmath: bool,
-                 check_finite: bool, title: str) -> None:
+                 check_finite: bool, title: str, backend: str = "cpu") -> None:
+        self.backend = backend
         self._forward = forward
         self._adjoint = adjoint
         self._groups: dict[str, _Group] = {}
@@ -242,7 +262,8 @@ class Model:
         missing = [n for n in names if n not in given]
         if missing:
             raise DataError(f"missing data argument(s) {missing}; expected {names}")
-        out = [self._specs[n].convert(given[n], self.dtype, self.check_finite) for n in names]
+        out = [self._specs[n].convert(given[n], self.dtype, self.check_finite, self.backend == "cuda")
+               for n in names]
         if out:
             n0 = out[0].shape[0]
             for n, a in zip(names, out):
@@ -274,8 +295,15 @@ class Model:
             low = self._lowered(kind)
             module = self._group(_KIND_SPECS[kind].group).module
             chunks = getattr(module, low.chunks.name) if low.chunks is not None else None
-            r = KernelRunner(chunks, getattr(module, kind), low.n_acc, self.dtype,
-                             needs_finish=_KIND_SPECS[kind].outputs[0] not in ("output", "jac"))
+            spec = _KIND_SPECS[kind]
+            needs_finish = spec.outputs[0] not in ("output", "jac")
+            if self.backend == "cuda":
+                from .cuda_runner import CudaKernelRunner
+                r = CudaKernelRunner(chunks, getattr(module, kind), module.reduce_partials, low.n_acc, self.dtype,
+                                     needs_finish,
+                                     returns="objective" in spec.outputs, n_flat=2 if spec.tangent else 1)
+            else:
+                r = KernelRunner(chunks, getattr(module, kind), low.n_acc, self.dtype, needs_finish)
             self._runners[kind] = r
         return r
 
@@ -286,15 +314,27 @@ class Model:
         t0 = time.perf_counter()
         res = runner(n, lead, rows_out, flat_out)
         fns = [f for f in (runner.chunks, runner.finish) if f is not None]
+        hits = [bool(getattr(getattr(f, "stats", None), "cache_hits", None)) for f in fns]
         self.stats["kernels_compiled"][kind] = {
             "first_call_seconds": round(time.perf_counter() - t0, 4),
-            "numba_cache": "hit" if all(f.stats.cache_hits for f in fns) else "miss"}
+            "numba_cache": "hit" if all(hits) else "miss"}
         return res
 
     # ------------------------------------------------------------------ objective
     def bind(self, *data: Any, **named: Any) -> Objective:
         """The objective on these data, checked once: what optimizers call in their loops."""
         return Objective(self, self._data(self.data_names, data, named))
+
+    def to_device(self, *data: Any, **named: Any) -> tuple[Any, ...]:
+        """The data arrays checked (as for any call) and copied to the GPU once, in
+        ``data_names`` order (or the given names' order): pass them to every call after
+        that and no data moves between host and device. CUDA backend only."""
+        if self.backend != "cuda":
+            raise ValueError("to_device: the model runs on the CPU (compile with backend='cuda')")
+        from numba import cuda
+        names = self.data_names[:len(data)] + tuple(named)
+        arrays = self._data(names, data, named) if names else []
+        return tuple(cuda.to_device(a) for a in arrays)
 
     def loss(self, theta: Any, *data: Any, **named: Any) -> float:
         """The objective: mean over samples of the per-sample loss."""
@@ -427,6 +467,33 @@ class Model:
         adj = {a.out.name for a in self._adjoint.program.body}
         return Derivation(f"{self.title}: {kind}, {what}", prog.pruned(keys), fwd, adj)
 
+    def _example_args(self, kind: str, finish: bool = False) -> list[Any]:
+        """Arguments of the kind's per-chunk kernel (or of its finish, the only kernel of kinds
+        without per-sample work), typed as a call would type them: what inspection compiles for."""
+        spec, low = _KIND_SPECS[kind], self._lowered(kind)
+        n, p, ft = 3, self.n_params, self.dtype
+        args: list[Any] = [np.zeros(p, dtype=ft)] + ([np.zeros(p, dtype=ft)] if spec.tangent else [])
+        for name in (self._inputs if spec.data == "inputs" else self.data_names):
+            sp_ = self._specs[name]
+            args.append(np.zeros(n, np.int64) if sp_.role == "labels"
+                        else np.zeros((n,) + sp_.shape, dtype=ft))
+        if kind == "jacobian":
+            args.append(np.zeros((n,) + self._output_shape, dtype=ft))
+        if low.chunks is not None and not finish:
+            if kind == "predict":
+                args.append(np.zeros((n,) + self._output_shape, dtype=ft))
+            elif kind == "jacobian":
+                args.append(np.zeros((n, p), dtype=ft))
+            args += [np.zeros((1, max(low.n_acc, 1)), dtype=ft)]
+            args += [1] if self.backend == "cuda" else [0, 1]
+        else:
+            args += [np.zeros(p, dtype=ft) for o in spec.outputs if o in _FLAT_ARRAYS]
+            if low.chunks is not None and low.n_acc:
+                args.append(np.zeros((1, low.n_acc), dtype=ft) if self.backend == "cpu"
+                            else np.zeros(low.n_acc, dtype=ft))
+            args += [np.zeros(1, dtype=ft)] if self.backend == "cuda" and "objective" in spec.outputs else []
+        return args
+
     def _inspect_dispatcher(self, kind: str) -> Any:
         """An uncached copy of the kernel, compiled for the types it is called with:
         a kernel loaded from Numba's cache has no LLVM IR or assembly to show."""
@@ -438,37 +505,56 @@ class Model:
         k = getattr(self._group(spec.group).module, (low.chunks or low.finish).name)
         opts = {o: v for o, v in k.targetoptions.items() if o not in ("cache", "nopython")}
         d = numba.njit(**opts)(k.py_func)
-        n, p, ft = 3, self.n_params, self.dtype
-        args: list[Any] = [np.zeros(p, dtype=ft)] + ([np.zeros(p, dtype=ft)] if spec.tangent else [])
-        for name in (self._inputs if spec.data == "inputs" else self.data_names):
-            sp_ = self._specs[name]
-            args.append(np.zeros(n, np.int64) if sp_.role == "labels"
-                        else np.zeros((n,) + sp_.shape, dtype=ft))
-        if kind == "jacobian":
-            args.append(np.zeros((n,) + self._output_shape, dtype=ft))
-        if low.chunks is not None:
-            if kind == "predict":
-                args.append(np.zeros((n,) + self._output_shape, dtype=ft))
-            elif kind == "jacobian":
-                args.append(np.zeros((n, p), dtype=ft))
-            args += [np.zeros((1, low.n_acc), dtype=ft), 0, 1]
-        else:
-            args += [np.zeros(p, dtype=ft) for o in spec.outputs if o in _FLAT_ARRAYS]
-        d.compile(tuple(numba.typeof(a) for a in args))
+        d.compile(tuple(numba.typeof(a) for a in self._example_args(kind)))
         cache[kind] = d
         return d
+
+    def ptx(self, kind: str = "value_and_grad", cc: tuple[int, int] = (8, 0)) -> str:
+        """PTX of a kind's CUDA kernels (per-chunk kernel, then finish) for compute capability
+        ``cc``; needs no GPU, but numba-cuda with NVVM (``pip install -e '.[cuda]'``) and no
+        simulator."""
+        self._check_kind(kind)
+        if self.backend != "cuda":
+            raise ValueError("ptx: the model runs on the CPU; compile with backend='cuda' (CPU models "
+                             "show model.llvm(kind) and model.asm(kind))")
+        import numba
+        from numba import cuda
+        if numba.config.ENABLE_CUDASIM:
+            raise RuntimeError("ptx: the CUDA simulator (NUMBA_ENABLE_CUDASIM=1) compiles no PTX")
+        spec, low = _KIND_SPECS[kind], self._lowered(kind)
+        module = self._group(spec.group).module
+        texts = []
+        for kernel, finish in ((low.chunks, False), (low.finish, True)):
+            if kernel is None or (finish and low.chunks is not None and spec.outputs[0] in ("output", "jac")):
+                continue   # predict and jacobian write their rows in the chunks kernel; no finish runs
+            sig = tuple(numba.typeof(a) for a in self._example_args(kind, finish))
+            try:
+                text, _ = cuda.compile_ptx(getattr(module, kernel.name).py_func, sig, cc=cc,
+                                           fastmath=self.fastmath)
+            except Exception as e:
+                raise RuntimeError(f"ptx: numba-cuda could not compile {kernel.name!r} to PTX "
+                                   f"({type(e).__name__}: {e}); is the 'cuda' extra installed "
+                                   "(nvidia-nvvm, nvidia-cuda-nvrtc)?") from e
+            texts.append(f"// ---- kernel {kernel.name} ----\n{text}")
+        return "\n".join(texts)
 
     def llvm(self, kind: str = "value_and_grad") -> str:
         """LLVM IR of the kernel (its per-chunk function, where the work is)."""
         self._check_kind(kind)
+        self._cpu_only("llvm")
         d = self._inspect_dispatcher(kind)
         return next(iter(d.inspect_llvm().values()))
 
     def asm(self, kind: str = "value_and_grad") -> str:
         """Native assembly of the kernel (its per-chunk function, where the work is)."""
         self._check_kind(kind)
+        self._cpu_only("asm")
         d = self._inspect_dispatcher(kind)
         return next(iter(d.inspect_asm().values()))
+
+    def _cpu_only(self, what: str) -> None:
+        if self.backend != "cpu":
+            raise ValueError(f"{what}: a CPU view; the CUDA kernels show model.ptx(kind)")
 
     def _check_kind(self, kind: str) -> None:
         if kind not in _KIND_SPECS:
@@ -605,6 +691,7 @@ def _build_group(model: Model, group: str) -> _Group:
     # codegen imports symgrad.ir; importing it here keeps `import codegen.x` free of a cycle
     from codegen.cache import cache_key, load_source
     from codegen.emit_cpu import emit_module
+    from codegen.emit_cuda import emit_cuda_module
     from codegen.lower import lower
     fwd, sig, ft = model._forward, model.signature, model.dtype.name
     t0 = time.perf_counter()
@@ -628,13 +715,15 @@ def _build_group(model: Model, group: str) -> _Group:
         if kind == "jacobian":
             args += (("@cotangent", "cotangent"),)
         lowered[kind] = lower(programs[spec.program], _sinks(kind, spec, sig), name=kind, float_type=ft,
-                              data=args, flat_leaves=flat, param_layout=layout, doc=spec.doc)
+                              data=args, flat_leaves=flat, param_layout=layout, doc=spec.doc,
+                              target=model.backend)
     t2 = time.perf_counter()
     kernels = [k for low in lowered.values() for k in low.kernels]
     title = model.title + ("" if group == "first" else " (second order)")
-    source = emit_module(kernels, title=title, float_type=ft, fastmath=model.fastmath, version=__version__)
+    emit = emit_cuda_module if model.backend == "cuda" else emit_module
+    source = emit(kernels, title=title, float_type=ft, fastmath=model.fastmath, version=__version__)
     t3 = time.perf_counter()
-    key = cache_key(source, "cpu", ft, str(model.fastmath), numba.__version__, __version__,
+    key = cache_key(source, model.backend, ft, str(model.fastmath), numba.__version__, __version__,
                     _runtime_hash())
     module, hit, path = load_source(source, key)
     t4 = time.perf_counter()
@@ -663,8 +752,15 @@ def compile(loss: Tensor, output: Tensor | None = None, *, dtype: Any = np.float
     generated here; the second-order ones (hvp, gnvp, value_grad_hvp,
     jacobian) on their first use.
     """
-    if backend != "cpu":
-        raise ValueError(f"backend {backend!r} is not available; this build has backend='cpu'")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "cuda":
+        from .cuda_runner import cuda_status
+        ok, why = cuda_status()
+        if not ok:
+            warnings.warn(f"backend='cuda': {why}; the kernels are generated and their source and PTX "
+                          "can be inspected, but calling them raises. Set NUMBA_ENABLE_CUDASIM=1 (before "
+                          "numba is imported) to run them in the simulator", RuntimeWarning, stacklevel=2)
     dt = _float_type(dtype)
     t0 = time.perf_counter()
     fwd = build_forward(loss, output)
@@ -672,7 +768,7 @@ def compile(loss: Tensor, output: Tensor | None = None, *, dtype: Any = np.float
     adj = gradient(fwd.program)
     t2 = time.perf_counter()
     title = f"{name}: loss {loss.name!r}, params {', '.join(fwd.signature.param_names) or '-'}"
-    model = Model(fwd, adj, dt, fastmath, check_finite, title)
+    model = Model(fwd, adj, dt, fastmath, check_finite, title, backend)
     first = model._group("first")
     model.stats.update({
         "ops_before_cse": fwd.requested_ops + adj.builder.requested,

@@ -1,0 +1,103 @@
+"""Runs a generated CUDA kernel over the batch: device copies, launch shapes, the reduction.
+
+A call launches ``<kind>_chunks`` with one thread per chunk of rows (each
+thread adds its rows' contributions to its own row of ``partials``),
+the module's ``reduce_partials`` (thread j adds column j over the chunks in chunk order,
+so sums are reproducible run to run), then the single-thread finish
+``<kind>``. Data arrays already on the device (``Model.to_device``, or
+anything with ``__cuda_array_interface__``) are used in place; a NumPy array
+is copied once and reused while the same array object is passed again.
+
+The chunk size follows from a budget for ``partials``: per-thread
+accumulators are simple and race-free, but cost n_threads x n_acc memory, so
+wide networks get few threads. Shared-memory block reductions and tiled
+contractions would lift that limit; they are not built yet.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CudaKernelRunner", "cuda_status", "THREADS_PER_BLOCK", "PARTIALS_BUDGET"]
+
+THREADS_PER_BLOCK = 128
+#: bytes of device memory the per-thread partial sums may take
+PARTIALS_BUDGET = 256 * 2 ** 20
+
+
+def cuda_status() -> tuple[bool, str]:
+    """(kernels can run here, why not): a GPU with a working driver, or the simulator."""
+    try:
+        from numba import config, cuda
+    except ImportError as e:  # pragma: no cover - numba always has a cuda module
+        return False, f"numba.cuda cannot be imported ({e})"
+    if config.ENABLE_CUDASIM:
+        return True, "simulator (NUMBA_ENABLE_CUDASIM=1)"
+    try:
+        if cuda.is_available():
+            return True, "GPU"
+        return False, "numba.cuda.is_available() is False (no NVIDIA GPU or driver found)"
+    except Exception as e:  # a broken driver install
+        return False, f"the CUDA driver failed to initialize ({type(e).__name__}: {e})"
+
+
+class CudaKernelRunner:
+    """Calls ``chunks`` (one thread per chunk), the reduction, then ``finish`` on the device."""
+
+    def __init__(self, chunks: Any, finish: Any, reduce: Any, n_acc: int, dtype: np.dtype, needs_finish: bool,
+                 returns: bool, n_flat: int) -> None:
+        self.chunks, self.finish, self.reduce, self.n_acc, self.dtype = chunks, finish, reduce, n_acc, dtype
+        self.needs_finish, self.returns = needs_finish, returns
+        self.n_flat = n_flat   # leading arguments that change every call (theta, and v for products)
+        self._resident: dict[int, tuple[Any, Any]] = {}   # argument position -> (host object, device copy)
+
+    def _device(self, pos: int, a: Any) -> Any:
+        from numba import cuda
+        if cuda.devicearray.is_cuda_ndarray(a):
+            return a
+        if hasattr(a, "__cuda_array_interface__"):   # CuPy, PyTorch: viewed, not copied
+            return cuda.as_cuda_array(a)
+        held = self._resident.get(pos)
+        if held is not None and held[0] is a:
+            return held[1]
+        d = cuda.to_device(np.ascontiguousarray(a))
+        self._resident[pos] = (a, d)
+        return d
+
+    def __call__(self, n: int, lead: tuple, rows_out: tuple = (), flat_out: tuple = ()) -> Any:
+        """``n`` samples; ``lead`` = (theta, [v,] data...), host or device; ``rows_out`` and
+        ``flat_out`` are host arrays that receive the results."""
+        ok, why = cuda_status()
+        if not ok:
+            raise RuntimeError(f"backend='cuda' cannot run kernels here: {why}. The generated source "
+                               "and PTX can still be inspected; set NUMBA_ENABLE_CUDASIM=1 (before numba is "
+                               "imported) to run them in the simulator")
+        from numba import cuda
+        d_lead = [cuda.to_device(a) if i < self.n_flat and isinstance(a, np.ndarray) else self._device(i, a)
+                  for i, a in enumerate(lead)]
+        total = None
+        d_rows = [cuda.device_array(a.shape, dtype=a.dtype) for a in rows_out]
+        if self.chunks is not None:
+            width = max(self.n_acc, 1)
+            threads_max = max(1, min(n, PARTIALS_BUDGET // (width * self.dtype.itemsize)))
+            chunk = math.ceil(n / threads_max)
+            n_chunks = math.ceil(n / chunk)
+            partials = cuda.device_array((n_chunks, width), dtype=self.dtype)
+            blocks = math.ceil(n_chunks / THREADS_PER_BLOCK)
+            self.chunks[blocks, THREADS_PER_BLOCK](*d_lead, *d_rows, partials, chunk)
+            if self.n_acc:
+                total = cuda.device_array(self.n_acc, dtype=self.dtype)
+                self.reduce[math.ceil(self.n_acc / THREADS_PER_BLOCK), THREADS_PER_BLOCK](partials, total)
+        for host, dev in zip(rows_out, d_rows):
+            dev.copy_to_host(host)
+        if not self.needs_finish:
+            return None
+        d_flat = [cuda.device_array(a.shape, dtype=a.dtype) for a in flat_out]
+        result = cuda.device_array(1, dtype=self.dtype)
+        args = [*d_lead, *d_flat] + ([total] if total is not None else []) + ([result] if self.returns else [])
+        self.finish[1, 1](*args)
+        for host, dev in zip(flat_out, d_flat):
+            dev.copy_to_host(host)
+        return result.copy_to_host()[0] if self.returns else None
