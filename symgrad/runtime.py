@@ -86,10 +86,12 @@ def chunk_rows(n, n_acc):  # type: ignore[no-untyped-def]
     """Rows per batch chunk, from the batch size and accumulator length alone.
 
     Never from the thread count, so sums are reproducible bitwise. Aims at 64
-    rows or more (amortizes the per-chunk setup), at most 16 chunks, and enough
-    rows that zeroing and reducing a chunk's accumulator stays small beside its
-    work; the rows are then spread evenly over the chunks.
+    rows or more (amortizes the per-chunk setup) and at most 16 chunks; a large
+    accumulator (zeroed and reduced once per chunk) asks for up to n_acc/2048
+    rows, but never fewer than 4 chunks once the batch has 256 rows: a dense
+    network touches every parameter in every row anyway, and one or two
+    chunks would leave threads idle. The rows are then spread evenly.
     """
-    want = max(64, (n + 15) // 16, n_acc // 2048)
+    want = max(64, (n + 15) // 16, min(n_acc // 2048, (n + 3) // 4))
     n_chunks = max(1, (n + want - 1) // want)
     return (n + n_chunks - 1) // n_chunks

@@ -51,3 +51,11 @@ def test_chunk_rows_depends_on_n_only():
         c = chunk_rows(n, 100)
         n_chunks = -(-n // c)
         assert 1 <= n_chunks <= 16 and c >= min(n, 32) and (n_chunks - 1) * c < n
+
+
+def test_chunk_rows_keeps_threads_busy_for_wide_networks():
+    """A 1.3M-entry accumulator (W3's gradient and HVP) still splits a 512-row batch in 4 chunks."""
+    for n in (256, 512, 4096):
+        c = chunk_rows(n, 1_339_414)
+        assert -(-n // c) >= 4
+    assert chunk_rows(100, 1_339_414) == 100   # small batches: one chunk, accumulators zeroed once
