@@ -58,4 +58,4 @@ def test_chunk_rows_keeps_threads_busy_for_wide_networks():
     for n in (256, 512, 4096):
         c = chunk_rows(n, 1_339_414)
         assert -(-n // c) >= 4
-    assert chunk_rows(100, 1_339_414) == 100   # small batches: one chunk, accumulators zeroed once
+    assert chunk_rows(64, 1_339_414) == 64   # a small batch: one chunk, accumulators zeroed once
