@@ -109,6 +109,20 @@ def test_quadratic_is_rotated_with_condition_1e4():
     assert inst.model.data_names == () and inst.train == ()
 
 
+@pytest.mark.parametrize("name", H.DATASETS)
+def test_datasets_split_and_standardize(name):
+    if name in ("breast_cancer", "digits"):
+        pytest.importorskip("sklearn")
+    (xt, yt), (xh, yh) = H.dataset(name)
+    assert len(xt) == len(yt) and len(xh) == len(yh) and len(xh) == pytest.approx(0.25 * len(xt), rel=0.02)
+    sd = xt.std(0)
+    assert np.allclose(xt.mean(0), 0, atol=1e-12) and np.allclose(sd[sd > 0], 1)
+    (xt2, _), _ = H.dataset(name)
+    assert np.array_equal(xt, xt2)   # the split is fixed
+    with pytest.raises(ValueError, match="unknown dataset"):
+        H.dataset("mnist")
+
+
 def test_sklearn_problems_name_the_missing_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     with pytest.raises(ImportError, match="pip install scikit-learn"):
