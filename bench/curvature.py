@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -270,31 +269,7 @@ def bench_row(w: K.Workload, dtype: type, peers: dict[str, Any], threads: common
 # --- report ------------------------------------------------------------------------------
 
 def header(args: argparse.Namespace, threads: common.Threads, notes: list[str]) -> list[str]:
-    import numba
-    import scipy
-    import symgrad
-
-    n, busy_after = threads.threads, common.busy_cpus()
-    versions = [f"python {sys.version.split()[0]}", f"numpy {np.__version__}", f"scipy {scipy.__version__}",
-                f"numba {numba.__version__}", f"symgrad {getattr(symgrad, '__version__', '?')}"]
-    versions += [f"{m} {sys.modules[m].__version__}" for m in ("torch", "jax") if m in sys.modules]
-    xla = f" and XLA_FLAGS={os.environ['XLA_FLAGS']}" if "XLA_FLAGS" in os.environ else ""
-    lines = [f"# symgrad curvature (HVP, Gauss-Newton) benchmark{' (--quick)' if args.quick else ''}", "",
-             f"- CPU: {common.cpu_model()}; this process may run on CPUs {sorted(os.sched_getaffinity(0))}; "
-             f"other processes kept {args.busy_before:.2f} CPUs busy before the run, {busy_after:.2f} after it",
-             f"- {', '.join(versions)}",
-             f"- {common.env_changes()}",
-             f"- threads: numba.set_num_threads({n}); symgrad with BLAS limited to 1 thread (threadpoolctl); "
-             f"torch.set_num_threads({n}); JAX/XLA by the affinity mask{xla}",
-             f"- numba threading layer: {K.threading_layer()}",
-             "- BLAS/OpenMP libraries loaded (threadpoolctl):"]
-    lines += [f"  - {lib}" for lib in threads.blas_libraries()]
-    if max(args.busy_before, busy_after) > 0.2:
-        lines.append("- **WARNING: other processes were using the CPUs (see above); spinning "
-                     "thread pools (PyTorch, NumPy's BLAS) suffer most, up to 100x. Rerun on an idle machine "
-                     "before quoting numbers.**")
-    lines += [f"- note: {note}" for note in notes]
-    return lines
+    return K.header(args, threads, notes, "symgrad curvature (HVP, Gauss-Newton) benchmark", peers="")
 
 
 RATIOS = (  # (column header, numerator, denominator)

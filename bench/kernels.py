@@ -438,7 +438,10 @@ def threading_layer() -> str:
         return "not initialized"
 
 
-def header(args: argparse.Namespace, threads: common.Threads, notes: list[str]) -> list[str]:
+def header(args: argparse.Namespace, threads: common.Threads, notes: list[str],
+           title: str = "symgrad value_and_grad benchmark", peers: str | None = None) -> list[str]:
+    """The report's header: machine, versions, environment, threads (``peers``: how the other
+    implementations were pinned), BLAS libraries, a warning if the CPUs were busy, notes."""
     import numba
     import scipy
     import symgrad
@@ -449,14 +452,15 @@ def header(args: argparse.Namespace, threads: common.Threads, notes: list[str]) 
     versions += [f"{m} {sys.modules[m].__version__}" for m in ("torch", "jax") if m in sys.modules]
     gemm = f"faster of BLAS at 1 and {n} threads" if n > 1 else "BLAS at 1 thread"
     xla = f" and XLA_FLAGS={os.environ['XLA_FLAGS']}" if "XLA_FLAGS" in os.environ else ""
-    lines = [f"# symgrad value_and_grad benchmark{' (--quick)' if args.quick else ''}", "",
+    if peers is None:
+        peers = f"NumPy backprop with BLAS at {n}; GEMM limit: {gemm}; "
+    lines = [f"# {title}{' (--quick)' if args.quick else ''}", "",
              f"- CPU: {common.cpu_model()}; this process may run on CPUs {sorted(os.sched_getaffinity(0))}; "
              f"other processes kept {args.busy_before:.2f} CPUs busy before the run, {busy_after:.2f} after it",
              f"- {', '.join(versions)}",
              f"- {common.env_changes()}",
              f"- threads: numba.set_num_threads({n}); symgrad with BLAS limited to 1 thread (threadpoolctl); "
-             f"NumPy backprop with BLAS at {n}; GEMM limit: {gemm}; torch.set_num_threads({n}); "
-             f"JAX/XLA by the affinity mask{xla}",
+             f"{peers}torch.set_num_threads({n}); JAX/XLA by the affinity mask{xla}",
              f"- numba threading layer: {threading_layer()}",
              "- BLAS/OpenMP libraries loaded (threadpoolctl):"]
     lines += [f"  - {lib}" for lib in threads.blas_libraries()]

@@ -10,7 +10,7 @@ module's ``reduce_partials`` (fixed order: reproducible), and ``<kind>``
 """
 from __future__ import annotations
 
-from .emit_cpu import emit_body
+from .emit_cpu import emit_function, emit_kernels
 from .kernel_ir import Kernel
 from .printer import CudaPrinter
 
@@ -39,15 +39,11 @@ def reduce_partials(partials, total):
 
 
 def emit_cuda_kernel(k: Kernel, float_type: str, fastmath: bool) -> str:
-    lines = [f"@cuda.jit(cache=True, fastmath={fastmath})", f"def {k.name}({', '.join(k.params)}):"]
-    if k.doc:
-        lines.append(f'    """{k.doc}"""')
-    emit_body(k.body, CudaPrinter(float_type), lines)
-    return "\n".join(lines) + "\n"
+    return emit_function(k, f"@cuda.jit(cache=True, fastmath={fastmath})", CudaPrinter(float_type))
 
 
 def emit_cuda_module(kernels: list[Kernel], *, title: str, float_type: str, fastmath: bool,
                      version: str) -> str:
-    """The whole generated module: header, then each kernel."""
+    """The whole generated module: header (with ``reduce_partials``), then each kernel."""
     head = _HEADER.format(version=version, title=title, float_type=float_type, fastmath=fastmath)
-    return head + "".join("\n\n" + emit_cuda_kernel(k, float_type, fastmath) for k in kernels)
+    return emit_kernels(head, kernels, lambda k: emit_cuda_kernel(k, float_type, fastmath))

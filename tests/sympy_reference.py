@@ -7,7 +7,6 @@ IR, autodiff or code generator: only the graph and each op's definition.
 """
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import sympy as sp

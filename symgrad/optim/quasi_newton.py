@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import LineSearchMethod, positive
+from .base import LineSearchMethod
 
 __all__ = ["BFGS", "LBFGS", "CG"]
 
