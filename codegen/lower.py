@@ -24,7 +24,7 @@ scalar result into ``result[0]``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy as sp
 
@@ -446,12 +446,33 @@ class _Lowering:
             flush([s for sink, v in sink_rows for s in self.row_sink_loops(sink, v)])
             return body
         flush([])
-        for sink, v in sink_rows:
-            body.append(self.row_sink(sink, v))
+        for sink, v in sink_rows:   # element loops: an array-to-slice assignment costs ~2 s to compile
+            body.append(Loop("r", "0", "rows", tuple(self.row_sink_loops(sink, v))))
         return body
 
     def row_sink_loops(self, sink: Sink, v: Value) -> list[Stmt]:
-        """Row r of a per-sample output as element loops (the CUDA form of ``row_sink``)."""
+        """Row r of a per-sample output, element by element: all of it, or, with ``size``,
+        columns offset..offset+size of a (N, width) array (a Jacobian row block), broadcasting
+        values that do not vary per sample."""
+        idx = ("i", "j", "k", "l")[:len(v.shape)]
+        col = ""
+        if sink.size:   # a column block of a (N, width) array, elements in C order
+            flat, stride = [], 1
+            for var, d in reversed(list(zip(idx, v.shape))):
+                flat.append(f"{var}*{stride}" if stride != 1 else var)
+                stride *= d
+            col = " + ".join([str(sink.offset)] + flat[::-1])
+        target = Ref(sink.array, ("r0 + r",) + ((col,) if sink.size else idx))
+        s = sp.Symbol("a0", real=True)
+        val = self.ref(v, idx, "r")
+        binds = ((s, val),) if isinstance(val, Ref) else ()
+        expr = s if binds else val
+        return self.loops(v.shape, idx, [Compute(target, expr, binds, "=", f"{sink.key}: row r")])
+
+    def row_sink_loops(self, sink: Sink, v: Value) -> list[Stmt]:
+        """Row r of a per-sample output, element by element: all of it, or, with ``size``,
+        columns offset..offset+size of a (N, width) array (a Jacobian row block), broadcasting
+        values that do not vary per sample."""
         idx = ("i", "j", "k", "l")[:len(v.shape)]
         col = ""
         if sink.size:   # a column block of a (N, width) array, elements in C order
@@ -500,23 +521,25 @@ class _Lowering:
             val = st.name
         if sink.kind == "return":
             return Line(f"result[0] = {val}" if self.cuda else f"return {val}", sink.key)
-        if self.cuda:   # element by element, in C order
-            idx = ("i", "j", "k", "l")[:len(v.shape)]
-            flat, stride = [], 1
-            for var, d in reversed(list(zip(idx, v.shape))):
-                flat.append(f"{var}*{stride}" if stride != 1 else var)
-                stride *= d
-            pos = " + ".join([str(sink.offset)] + flat[::-1])
-            ref = self.ref(v, idx, None) if st.kind != "const" else st.expr
-            s = sp.Symbol("a0", real=True)
-            binds = ((s, ref),) if isinstance(ref, Ref) else ()
-            body = Compute(Ref(sink.array, (pos,)), s if binds else ref, binds, "=", "")
-            return Loop("q", "0", "1", (body,), sink.key) if not v.shape else \
-                self.loops(v.shape, idx, [body])[0]
-        sl = f"{sink.array}[{sink.offset}:{sink.offset + sink.size}]"
-        if v.shape and st.kind in ("array", "acc"):
-            return Line(f"{sl} = {val}.ravel()", sink.key)
-        return Line(f"{sl} = {val}", sink.key)
+        s = sp.Symbol("a0", real=True)
+        if st.kind == "acc" and v.shape:   # a batch sum: its slots of total, already in C order
+            return Loop("q", "0", str(sink.size), (Compute(
+                Ref(sink.array, (f"{sink.offset} + q",)), s, ((s, Ref("total", (f"{st.acc_slot} + q",))),)),),
+                sink.key)
+        # element by element, in C order (an array-to-slice assignment costs ~2 s to compile on the CPU)
+        idx = ("i", "j", "k", "l")[:len(v.shape)]
+        flat, stride = [], 1
+        for var, d in reversed(list(zip(idx, v.shape))):
+            flat.append(f"{var}*{stride}" if stride != 1 else var)
+            stride *= d
+        pos = " + ".join([str(sink.offset)] + flat[::-1])
+        ref = self.ref(v, idx, None) if st.kind != "const" else st.expr
+        binds = ((s, ref),) if isinstance(ref, Ref) else ()
+        if not v.shape:   # a scalar, broadcast over the sink's slots
+            body = Compute(Ref(sink.array, (f"{sink.offset} + q",)), s if binds else ref, binds, "=", "")
+            return Loop("q", "0", str(max(sink.size, 1)), (body,), sink.key)
+        body = Compute(Ref(sink.array, (pos,)), s if binds else ref, binds, "=", "")
+        return replace(self.loops(v.shape, idx, [body])[0], comment=sink.key)
 
 
 @dataclass(frozen=True)
@@ -574,7 +597,8 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
     chunk_body = L.batched_phase(sink_rows)
     out_arrays = list(dict.fromkeys(s.array for s in sinks if s.kind != "return"))
     chunks = None
-    finish: list[Stmt] = list(head)
+    reduction: list[Stmt] = []
+    views: list[Stmt] = []
     if chunk_body:
         if not data_args:
             raise IRError("per-sample values but no data arguments")
@@ -611,30 +635,28 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
         chunks = Kernel(f"{name}_chunks", tuple(params), tuple(body), doc)
         if n_acc:
             if not cuda:   # on the GPU the partial sums are reduced by a kernel of their own
-                finish.append(Line("total = partials[0].copy()"))
-                finish.append(Loop("c", "1", "partials.shape[0]", (Line("total += partials[c]"),),
-                                   comment="fixed-order reduction: reproducible for any thread count"))
+                reduction.append(Line("total = partials[0].copy()"))
+                reduction.append(Loop("c", "1", "partials.shape[0]", (Line("total += partials[c]"),),
+                                      comment="fixed-order reduction: reproducible for any thread count"))
             viewed = set()
             for a in L.assigns:
                 st = L.store.get(a.out.name)
                 if st is not None and st.kind == "acc" and a.out.shape:
                     if st.name not in viewed:
                         viewed.add(st.name)
-                        finish.append(Line(f"{st.name} = {_view('total', st.acc_slot, a.out.shape)}"))
+                        views.append(Line(f"{st.name} = {_view('total', st.acc_slot, a.out.shape)}"))
                 elif st is not None and st.kind == "acc":
-                    finish.append(Line(f"{st.name} = total[{st.acc_slot}]"))
+                    views.append(Line(f"{st.name} = total[{st.acc_slot}]"))
                     L.store[a.out.name] = _Store("scalar", st.name)
-    else:
-        finish += phase_a
     phase_c = L.unbatched_phase("C")
-    sink_stmts = [L.sink_stmt(s, program.output(s.key)) for s in sinks if s.kind in ("flat", "return")]
-    if chunk_body:  # phase A again, but only what phase C and the outputs read
-        finish += _needed(phase_a, phase_c, sink_stmts)
-    finish += phase_c
-    finish += [st for s, st in zip([s for s in sinks if s.kind in ("flat", "return")], sink_stmts)
-               if s.kind == "flat"]
-    finish += [st for s, st in zip([s for s in sinks if s.kind in ("flat", "return")], sink_stmts)
-               if s.kind == "return"]
+    outs = [s for s in sinks if s.kind in ("flat", "return")]
+    tail = phase_c + [L.sink_stmt(s, program.output(s.key)) for s in outs if s.kind == "flat"] + \
+        [L.sink_stmt(s, program.output(s.key)) for s in outs if s.kind == "return"]
+    # only the views and phase-A values the finish reads (a gradient sum goes to grad as a flat slice)
+    defs = head + views + (phase_a if chunk_body else [])
+    keep = {id(st) for st in _needed(defs, tail, [] if chunk_body else phase_a)}
+    finish = [st for st in head if id(st) in keep] + reduction + [st for st in views if id(st) in keep] + (
+        [st for st in phase_a if id(st) in keep] if chunk_body else phase_a) + tail
     params = inputs + [a for a in out_arrays if a not in [s.array for s, _ in sink_rows]]
     if chunk_body and n_acc:
         params.append("total" if cuda else "partials")
