@@ -622,7 +622,7 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
                 Line("c = cuda.grid(1)", "this thread's chunk of rows"),
                 Line("if c * chunk >= n_samples:\n    return"), *pre, *chunk_body]
             params = inputs + rows_out + ["partials", "chunk"]
-            doc = (f"Rows c*chunk..(c+1)*chunk of {name} in GPU thread c, all its per-sample work "
+            chunk_doc = (f"Rows c*chunk..(c+1)*chunk of {name} in GPU thread c, all its per-sample work "
                    "fused; thread c writes its sums to partials[c] and nothing else.")
         else:
             body = head + phase_a + [
@@ -630,9 +630,9 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
                      "rows per chunk: depends on N and the accumulator size, never on threads"),
                 Loop("c", "c0", "c1", tuple(pre + chunk_body))]
             params = inputs + rows_out + ["partials", "c0", "c1"]
-            doc = (f"Chunks c0..c1 of {name}, all its per-sample work fused; chunk c writes its "
+            chunk_doc = (f"Chunks c0..c1 of {name}, all its per-sample work fused; chunk c writes its "
                    "sums to partials[c] and nothing else, so chunks may run in parallel.")
-        chunks = Kernel(f"{name}_chunks", tuple(params), tuple(body), doc)
+        chunks = Kernel(f"{name}_chunks", tuple(params), tuple(body), chunk_doc)
         if n_acc:
             if not cuda:   # on the GPU the partial sums are reduced by a kernel of their own
                 reduction.append(Line("total = partials[0].copy()"))

@@ -29,6 +29,9 @@ def test_source_is_readable(model):
     assert re.search(r"# tanh\w* = tanh: tanh\(a0\)", src)     # the SymPy expression behind a line
     assert re.search(r"1\.0 - \((tanh\w*)\[r, i\]\*\1\[r, i\]\)", src)   # tanh' from the stored output
     assert "def predict(" in model.source("predict") or "def predict_chunks(" in model.source("predict")
+    # each function says what it does: the finish carries the kind's own docstring
+    assert re.search(r'def value_and_grad\(.*\n    """Objective and its gradient', src)
+    assert re.search(r'def value_and_grad_chunks\(.*\n    """Chunks c0\.\.c1 of value_and_grad', src)
     with pytest.raises(ValueError, match="unknown kernel kind"):
         model.source("nope")
 
