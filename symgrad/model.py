@@ -325,16 +325,20 @@ class Model:
         """The objective on these data, checked once: what optimizers call in their loops."""
         return Objective(self, self._data(self.data_names, data, named))
 
-    def to_device(self, *data: Any, **named: Any) -> tuple[Any, ...]:
-        """The data arrays checked (as for any call) and copied to the GPU once, in
-        ``data_names`` order (or the given names' order): pass them to every call after
-        that and no data moves between host and device. CUDA backend only."""
+    def to_device(self, *data: Any, **named: Any) -> Any:
+        """Data arrays checked (as for any call) and copied to the GPU once, by position in
+        ``data_names`` order or by name: pass them to every call after that and no data moves
+        between host and device. One array gives one device array, several a tuple in the
+        order given. CUDA backend only."""
         if self.backend != "cuda":
             raise ValueError("to_device: the model runs on the CPU (compile with backend='cuda')")
+        if not data and not named:
+            raise DataError("to_device: no data arrays given")
         from numba import cuda
         names = self.data_names[:len(data)] + tuple(named)
-        arrays = self._data(names, data, named) if names else []
-        return tuple(cuda.to_device(a) for a in arrays)
+        arrays = self._data(names, data, named)
+        out = tuple(cuda.to_device(a) for a in arrays)
+        return out[0] if len(out) == 1 else out
 
     def loss(self, theta: Any, *data: Any, **named: Any) -> float:
         """The objective: mean over samples of the per-sample loss."""

@@ -85,6 +85,8 @@ def main() -> None:
                 dX, dT = gpu.to_device(X, T)
                 out["resident value_and_grad"] = rel(flat(gpu.value_and_grad(theta, dX, dT)),
                                                      flat(cpu.value_and_grad(theta, X, T)))
+                out["resident predict"] = rel(flat(gpu.predict(theta, gpu.to_device(X))),
+                                              flat(cpu.predict(theta, X)))
                 try:
                     cpu.loss(theta, dX, dT)
                     out["cpu given a device array"] = "no error"
