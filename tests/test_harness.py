@@ -397,7 +397,7 @@ def test_pinned_threads_states_and_restores():
 PROBLEM_FILE = """
 import numpy as np
 import symgrad as sg
-from symgrad.harness import Instance, Problem
+from symgrad.harness import Instance, Problem, register
 
 def build():
     rng = np.random.default_rng(0)
@@ -407,15 +407,31 @@ def build():
     o = sg.dense(x, 1, name="fc")
     return Instance(sg.compile(sg.mse(o, t), output=o), (X, T))
 
-line = Problem("line", build, "y = x1 + 2 x2", options={"gd": {"lr": 0.1}})
+line = register(Problem("line", build, "y = x1 + 2 x2", options={"gd": {"lr": 0.1}}))
+line2 = Problem("line2", build)
 """
 
 
-def test_cli_bench_quick(tmp_path, capsys):
-    prob_file = tmp_path / "my_problems.py"
-    prob_file.write_text(PROBLEM_FILE)
+@pytest.fixture
+def problem_file(tmp_path):
+    """A user's problem file; running it registers "line" (removed again afterwards)."""
+    path = tmp_path / "my_problems.py"
+    path.write_text(PROBLEM_FILE)
+    yield path
+    problems.PROBLEMS.pop("line", None)
+
+
+def test_problems_from_a_file(problem_file):
+    # two problems of one file: it runs once (a second run would register "line" twice)
+    assert [p.name for p in command.load_problems(f"{problem_file}:line,{problem_file}:line2")] == ["line", "line2"]
+    problems.PROBLEMS.pop("line")
+    assert [p.name for p in command.load_problems(str(problem_file))] == ["line", "line2"]
+    assert command.load_problems("rosenbrock,line") == [H.get_problem("rosenbrock"), H.get_problem("line")]
+
+
+def test_cli_bench_quick(problem_file, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = cli_main(["bench", "--quick", "--problems", f"rosenbrock,{prob_file}:line", "--methods", "gd,lbfgs",
+    rc = cli_main(["bench", "--quick", "--problems", f"rosenbrock,{problem_file}:line", "--methods", "gd,lbfgs",
                    "--max-iter", "20", "--threads", "1", "--option", "lbfgs.history_size=3", "--out", str(out),
                    "--quiet", "--no-plots"])
     text = capsys.readouterr().out
@@ -423,7 +439,8 @@ def test_cli_bench_quick(tmp_path, capsys):
     assert "## rosenbrock" in text and "## line" in text and "| lbfgs |" in text and "seeds: 0, 1" in text
     assert "`gd` options: lr=0.1" in text and "`lbfgs` options: history_size=3" in text
     assert len(list((out / "runs" / "rosenbrock").glob("*.csv"))) == 4 and (out / "summary.md").is_file()
-    assert cli_main(["bench", "--problems", f"{prob_file}:nothing", "--quiet"]) == 2
+    problems.PROBLEMS.pop("line")
+    assert cli_main(["bench", "--problems", f"{problem_file}:nothing", "--quiet"]) == 2
     assert "defines no Problem named 'nothing'" in capsys.readouterr().err
 
 

@@ -66,6 +66,7 @@ def parse_option(text: str) -> tuple[str, str, Any]:
 def load_problems(spec: str) -> list[Problem]:
     """Problems from a comma-separated list of names, 'all', and FILE.py[:NAME] entries."""
     out: list[Problem] = []
+    files: dict[str, dict[str, Any]] = {}   # each file runs once, however many of its problems are named
     for item in (s.strip() for s in spec.split(",") if s.strip()):
         path, _, name = item.partition(":") if ".py" in item else (item, "", "")
         if item == "all":
@@ -73,7 +74,9 @@ def load_problems(spec: str) -> list[Problem]:
         elif path.endswith(".py"):
             if not Path(path).is_file():
                 raise ValueError(f"--problems: no such file {path!r}")
-            ns = runpy.run_path(path, run_name="__symgrad_bench__")
+            if path not in files:
+                files[path] = runpy.run_path(path, run_name="__symgrad_bench__")
+            ns = files[path]
             if name:
                 if not isinstance(ns.get(name), Problem):
                     raise ValueError(f"--problems: {path} defines no Problem named {name!r}")

@@ -73,6 +73,7 @@ class ProblemResult:
     ratios: Mapping[str, float]     # kernel kind -> seconds / value_and_grad seconds
     grad_seconds: float             # median value_and_grad time
     targets: Mapping[int, float]    # seed -> target loss
+    budget: Mapping[str, Any]       # max_iter, tol, time_limit the runs had
     runs: tuple[Run, ...]
     skipped: Mapping[str, str]      # method -> why it did not run
 
@@ -175,19 +176,25 @@ def pinned_threads(threads: int | None, torch: bool = False) -> Iterator[str]:
         numba.set_num_threads(old)
 
 
-def _busy_cpus(seconds: float = 0.5) -> float:
-    """CPUs' worth of work other processes did while this one slept (Linux; NaN elsewhere)."""
-    def ticks() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v) - v[3] - v[4], sum(v)
-    try:
-        b0, t0 = ticks()
-        time.sleep(seconds)
-        b1, t1 = ticks()
-    except (OSError, ValueError, IndexError):
-        return math.nan
-    return (b1 - b0) / max(t1 - t0, 1) * (os.cpu_count() or 1)
+class _OtherLoad:
+    """CPUs' worth of work other processes did while the benchmark ran: all busy CPU time in
+    /proc/stat minus this process's own (Linux; NaN elsewhere)."""
+
+    def __init__(self) -> None:
+        self.wall, self.busy, self.own = time.perf_counter(), self._busy(), time.process_time()
+
+    @staticmethod
+    def _busy() -> float:
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+            return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError, AttributeError):
+            return math.nan
+
+    def cpus(self) -> float:
+        wall = time.perf_counter() - self.wall
+        return max(0.0, (self._busy() - self.busy - (time.process_time() - self.own)) / max(wall, 1e-9))
 
 
 def _machine() -> str:
@@ -212,7 +219,7 @@ def _versions(torch: bool) -> str:
 
 
 class _Progress:
-    """One status line on stderr (rewritten in place on a terminal)."""
+    """A progress bar on stderr: one line rewritten in place on a terminal, else a line per run."""
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.total, self.done, self.enabled = total, 0, enabled
@@ -220,8 +227,9 @@ class _Progress:
         self.t0 = time.perf_counter()
 
     def show(self, text: str, advance: bool = False) -> None:
+        """Update the line; off a terminal only finished runs (``advance``) get a line."""
         self.done += advance
-        if not self.enabled:
+        if not self.enabled or not (self.tty or advance):
             return
         width = 24
         filled = width * self.done // max(self.total, 1)
@@ -273,24 +281,20 @@ def run_benchmark(problems: Sequence[str | Problem], methods: Sequence[str] = DE
             check_options(m, method_options(p, m, overrides.get(m)))
     use_torch = any(m in TORCH and unavailable(m) is None for m in names)
     bar = _Progress(len(probs) * len(names) * len(seed_list), progress)
-    load_before = _busy_cpus()
+    load = _OtherLoad()
     results = []
     with pinned_threads(threads, torch=use_torch) as thread_note:
         for p in probs:
             results.append(_run_problem(p, names, seed_list, max_iter, tol, time_limit, overrides, target_frac,
                                         (targets or {}).get(p.name, p.target), bar))
     bar.close()
-    load = f"other processes used {load_before:.2f} CPUs before the runs and {_busy_cpus():.2f} after"
-    settings = {"machine": _machine(), "load": load, "threads": thread_note, "versions": _versions(use_torch),
+    settings = {"machine": _machine(), "threads": thread_note, "versions": _versions(use_torch),
+                "load": f"other processes used {load.cpus():.2f} CPUs on average while this ran",
                 "date": time.strftime("%Y-%m-%d %H:%M"),
-                "stopping": _stopping(max_iter, tol, time_limit), "target": _target_rule(target_frac, targets)}
+                "stopping": "every row alike: ||g||_2 <= tol, max_iter iterations, or time_limit seconds of the "
+                            "method's own time (values per problem below)",
+                "target": _target_rule(target_frac, targets)}
     return Benchmark(tuple(results), names, seed_list, settings)
-
-
-def _stopping(max_iter: int | None, tol: float | None, time_limit: float | None) -> str:
-    def value(v: Any, what: str) -> str:
-        return f"{what}={v:g}" if v is not None else f"{what} per problem"
-    return f"{value(max_iter, 'max_iter')}, ||g||_2 <= {value(tol, 'tol')}, {value(time_limit, 'time_limit')} s"
 
 
 def _target_rule(frac: float, targets: Mapping[str, float] | None) -> str:
@@ -339,8 +343,8 @@ def _run_problem(problem: Problem, methods: tuple[str, ...], seeds: tuple[int, .
                          targets[s], inst, heldout)
                  for s in seeds for m in methods if (m, s) in traces)
     return ProblemResult(problem, model.n_params, train.n_samples if inst.train else 0,
-                         heldout.n_samples if heldout is not None else 0, ratios, grad_seconds, targets, runs,
-                         skipped)
+                         heldout.n_samples if heldout is not None else 0, ratios, grad_seconds, targets, budget,
+                         runs, skipped)
 
 
 def _finish(problem: str, method: str, seed: int, trace: Trace, options: Mapping[str, Any],

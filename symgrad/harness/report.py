@@ -137,9 +137,12 @@ def summary_markdown(bench: Benchmark, figures: dict[str, str] | None = None) ->
               "- medians over seeds; to-target medians over the runs that reached the target", ""]
     for res in bench.results:
         p = res.problem
-        data = f"{res.n_train} train / {res.n_heldout} held-out samples, " if res.n_train else "no data, "
+        data = f"{res.n_train} train / {res.n_heldout} held-out samples, " if res.n_train else "No data, "
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in res.ratios.items() if k != "grad")
-        lines += [f"## {p.name}", "", f"{p.description}. {data}P = {res.n_params} parameters.", "",
+        b = res.budget
+        limit = f"{b['time_limit']:g} s" if b["time_limit"] is not None else "no time limit"
+        lines += [f"## {p.name}", "", f"{p.description}. {data}P = {res.n_params} parameters. "
+                  f"Budget per run: max_iter {b['max_iter']}, tol {b['tol']:g}, {limit}.", "",
                   f"Kernel costs: value_and_grad {1e3 * res.grad_seconds:.3g} ms; relative to it: {ratios}. "
                   "Targets: " + ", ".join(f"seed {k}: {v:.6g}" for k, v in res.targets.items()) + ".", ""]
         lines += _table(summary_rows(res, bench.methods)) + [""]
