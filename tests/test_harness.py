@@ -7,7 +7,6 @@ import importlib.util
 import math
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -423,7 +422,8 @@ def problem_file(tmp_path):
 
 def test_problems_from_a_file(problem_file):
     # two problems of one file: it runs once (a second run would register "line" twice)
-    assert [p.name for p in command.load_problems(f"{problem_file}:line,{problem_file}:line2")] == ["line", "line2"]
+    both = command.load_problems(f"{problem_file}:line,{problem_file}:line2")
+    assert [p.name for p in both] == ["line", "line2"]
     problems.PROBLEMS.pop("line")
     assert [p.name for p in command.load_problems(str(problem_file))] == ["line", "line2"]
     assert command.load_problems("rosenbrock,line") == [H.get_problem("rosenbrock"), H.get_problem("line")]

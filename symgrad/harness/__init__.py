@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from .methods import (DEFAULT_METHODS, GROUPS, REFERENCES, SCIPY, STATUSES, TORCH, Trace, check_options,
                       method_options, resolve_methods, run_method, unavailable)
-from .problems import (DATASETS, PROBLEMS, Instance, Problem, binary_accuracy, class_accuracy, dataset, get_problem,
-                       register, torch_params)
+from .problems import (DATASETS, PROBLEMS, Instance, Problem, binary_accuracy, class_accuracy, dataset,
+                       get_problem, register, torch_params)
 from .protocol import (Benchmark, ProblemResult, Run, cost_ratios, grad_equivalents, pinned_threads, reach_target,
                        run_benchmark)
-from .report import RUN_FIELDS, SUMMARY_COLUMNS, plot_problem, summary_markdown, summary_rows, write_report, write_run_csv
+from .report import (RUN_FIELDS, SUMMARY_COLUMNS, plot_problem, summary_markdown, summary_rows, write_report,
+                     write_run_csv)
 
 __all__ = [
     "Problem", "Instance", "PROBLEMS", "register", "get_problem", "dataset", "DATASETS", "binary_accuracy",

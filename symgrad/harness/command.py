@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      f"{', '.join(GROUPS)}; see --list)")
     p.add_argument("--seeds", help="a count N (seeds 0..N-1) or a comma-separated list (default 3)")
     p.add_argument("--max-iter", type=int, help="iterations per run (default: per problem)")
-    p.add_argument("--time-limit", type=float, help="seconds of the method's own time per run (default: per problem)")
+    p.add_argument("--time-limit", type=float,
+                   help="seconds of the method's own time per run (default: per problem)")
     p.add_argument("--tol", type=float, help="stop at ||gradient||_2 <= TOL (default: per problem)")
     p.add_argument("--threads", type=int, help="Numba and PyTorch threads (default: Numba's current count)")
     p.add_argument("--out", default="bench/results/optimizers", help="output directory (default %(default)s)")

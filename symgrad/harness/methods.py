@@ -54,8 +54,8 @@ _REFERENCE_DEFAULTS: dict[str, dict[str, Any]] = {
     "scipy:trust-ncg": {"gtol": 0.0},
     "torch:SGD": {},
     "torch:Adam": {},
-    "torch:LBFGS": {"lr": 1.0, "max_iter": 1, "max_eval": 26, "history_size": 10, "line_search_fn": "strong_wolfe",
-                    "tolerance_grad": 0.0, "tolerance_change": 0.0},
+    "torch:LBFGS": {"lr": 1.0, "max_iter": 1, "max_eval": 26, "history_size": 10,
+                    "line_search_fn": "strong_wolfe", "tolerance_grad": 0.0, "tolerance_change": 0.0},
 }
 _HESSP = ("scipy:Newton-CG", "scipy:trust-ncg")
 

@@ -101,7 +101,8 @@ def summary_rows(result: ProblemResult, methods: Sequence[str]) -> list[dict[str
 
 def _table(rows: list[dict[str, str]]) -> list[str]:
     cols = SUMMARY_COLUMNS
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if c == "method" else "---:" for c in cols) + "|"]
+    rule = "|".join("---" if c == "method" else "---:" for c in cols)
+    lines = ["| " + " | ".join(cols) + " |", f"|{rule}|"]
     lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
     return lines
 
@@ -128,7 +129,8 @@ def summary_markdown(bench: Benchmark, figures: dict[str, str] | None = None) ->
     """The whole report: settings, then per problem its costs, table, notes and figure."""
     s = bench.settings
     lines = ["# Optimizer benchmark", ""]
-    lines += [f"- {k}: {s[k]}" for k in ("date", "machine", "load", "threads", "versions", "stopping", "target") if k in s]
+    keys = ("date", "machine", "load", "threads", "versions", "stopping", "target")
+    lines += [f"- {k}: {s[k]}" for k in keys if k in s]
     lines += [f"- seeds: {', '.join(map(str, bench.seeds))}; one theta0 per seed, shared by every method",
               "- time: the method's own wall time; monitoring (the loss and gradient recorded at each iterate "
               "of a reference row) is excluded",
@@ -180,7 +182,9 @@ def plot_problem(result: ProblemResult, methods: Sequence[str], path: str | os.P
             xs = np.array([r[key] for run in runs for r in run.history[1:]])
             lo = xs[xs > 0].min() if np.any(xs > 0) else 1.0
             hi = max(xs.max(), lo * 1.01)
-            grid = np.unique(np.geomspace(lo, hi, 200).round()) if key == "iteration" else np.geomspace(lo, hi, 200)
+            grid = np.geomspace(lo, hi, 200)
+            if key == "iteration":
+                grid = np.unique(grid.round())
             ys = np.maximum(np.array([_curve(r, key, best[r.seed], grid) for r in runs]), floor)
             style = "--" if m in REFERENCES else "-"
             color = colors((2 * i) % 20 + (i // 10) % 2)   # the 10 strong colors first, then their light pairs
