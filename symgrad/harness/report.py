@@ -196,12 +196,13 @@ def plot_problem(result: ProblemResult, methods: Sequence[str], path: str | os.P
         ax.set_xlabel(label)
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("loss - best loss found")
-    if drawn:
-        axes[2].legend(fontsize=8, loc="best")
     seeds = len({r.seed for r in result.runs})
     fig.suptitle(f"{result.problem.name}: median and min-max over {seeds} seed(s)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if drawn:   # beside the panels, where it hides no curve
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.0, 0.93),
+                   fontsize=9, frameon=False)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
