@@ -167,7 +167,7 @@ def _run_symgrad(method: str, objective: Objective, theta0: np.ndarray, max_iter
     batch_size = options.pop("batch_size", None)
     res = minimize(objective, theta0, method=method, max_iter=max_iter, tol=tol, time_limit=time_limit,
                    batch_size=batch_size, seed=seed, **options)
-    status = "converged" if res.converged else "diverged" if "last finite iterate" in res.message else "stopped"
+    status = res.status if res.status in ("converged", "diverged") else "stopped"
     return Trace(tuple(res.history), res.theta, status, res.message)
 
 

@@ -15,13 +15,13 @@ from . import schedules
 from .base import Diverged, LineSearchMethod, Optimizer, Stop
 from .first_order import GD, SGD, Adagrad, Adam, Momentum, Nesterov, RMSProp
 from .linesearch import armijo, strong_wolfe
-from .minimize import HISTORY_FIELDS, METHODS, OptimizeResult, minimize, run
+from .minimize import HISTORY_FIELDS, METHODS, STATUSES, OptimizeResult, minimize, run
 from .quasi_newton import BFGS, CG, LBFGS
 from .schedules import Constant, Cosine, Exponential, StepDecay
 from .second_order import GaussNewton, LevenbergMarquardt, Newton, NewtonCG, truncated_cg
 
 __all__ = [
-    "minimize", "run", "OptimizeResult", "METHODS", "HISTORY_FIELDS", "Optimizer", "LineSearchMethod",
+    "minimize", "run", "OptimizeResult", "METHODS", "HISTORY_FIELDS", "STATUSES", "Optimizer", "LineSearchMethod",
     "Stop", "Diverged", "GD", "SGD", "Momentum", "Nesterov", "Adagrad", "RMSProp", "Adam", "Newton",
     "NewtonCG", "BFGS", "LBFGS", "CG", "GaussNewton", "LevenbergMarquardt", "armijo", "strong_wolfe",
     "truncated_cg", "schedules", "Constant", "StepDecay", "Cosine", "Exponential",

@@ -23,12 +23,17 @@ from .oracle import COUNTED
 from .quasi_newton import BFGS, CG, LBFGS
 from .second_order import GaussNewton, LevenbergMarquardt, Newton, NewtonCG
 
-__all__ = ["minimize", "OptimizeResult", "METHODS", "HISTORY_FIELDS"]
+__all__ = ["minimize", "run", "OptimizeResult", "METHODS", "HISTORY_FIELDS", "STATUSES"]
 
 #: method name -> optimizer class
 METHODS: dict[str, type[Optimizer]] = {c.name: c for c in (
     GD, SGD, Momentum, Nesterov, Adagrad, RMSProp, Adam, Newton, NewtonCG, BFGS, LBFGS, CG,
     GaussNewton, LevenbergMarquardt)}
+
+#: why a run stopped (``OptimizeResult.status``): the gradient norm reached tol; the iteration or
+#: time budget ran out; the callback asked; the method could not go on; the objective became
+#: NaN/inf (the last finite iterate is returned)
+STATUSES = ("converged", "max_iter", "time_limit", "callback", "stopped", "diverged")
 
 #: the keys of every history record, in order
 HISTORY_FIELDS = ("iteration", "time", "loss", "grad_norm", *(f"n_{k}" for k in COUNTED),
@@ -38,13 +43,14 @@ HISTORY_FIELDS = ("iteration", "time", "loss", "grad_norm", *(f"n_{k}" for k in 
 @dataclass
 class OptimizeResult:
     """What ``minimize`` returns. ``converged``: the gradient norm reached ``tol``;
-    ``message`` says why the run stopped; ``history``: one dict per iteration
-    (keys HISTORY_FIELDS; iteration 0 is the starting point)."""
+    ``status`` (one of STATUSES) and ``message`` say why the run stopped; ``history``:
+    one dict per iteration (keys HISTORY_FIELDS; iteration 0 is the starting point)."""
 
     theta: np.ndarray
     loss: float
     grad_norm: float
     converged: bool
+    status: str
     message: str
     method: str
     n_iter: int
@@ -111,6 +117,7 @@ def run(opt: Optimizer, max_iter: int, tol: float, time_limit: float | None = No
     rec = record(0, f, g)
     converged = rec["grad_norm"] <= tol
     message = "gradient norm <= tol at the starting point" if converged else f"max_iter={max_iter} reached"
+    status = "converged" if converged else "max_iter"
     it = 0
     while not converged and it < max_iter:
         it += 1
@@ -130,7 +137,7 @@ def run(opt: Optimizer, max_iter: int, tol: float, time_limit: float | None = No
         clock += time.perf_counter() - t0
         if stopped is not None:
             f, g = evaluate()
-            message = stopped
+            message, status = stopped, "stopped"
             break
         if diverged is None and monitored:
             f, g = evaluate()
@@ -138,17 +145,18 @@ def run(opt: Optimizer, max_iter: int, tol: float, time_limit: float | None = No
             diverged = f"the objective became {f} at iteration {it}"
         if diverged is not None:
             opt.theta, f, g = last
-            message = f"{diverged}; returning the last finite iterate (iteration {it - 1})"
+            message, status = f"{diverged}; returning the last finite iterate (iteration {it - 1})", "diverged"
             break
         rec = record(it, f, g)
         if callback is not None and callback(rec) is True:
-            message = "stopped by the callback"
+            message, status = "stopped by the callback", "callback"
             break
         if rec["grad_norm"] <= tol:
             converged, message = True, f"gradient norm {rec['grad_norm']:.3g} <= tol={tol:g}"
+            status = "converged"
         elif time_limit is not None and clock >= time_limit:
-            message = f"time_limit={time_limit:g} s reached"
+            message, status = f"time_limit={time_limit:g} s reached", "time_limit"
             break
     return OptimizeResult(theta=opt.theta, loss=float(f), grad_norm=float(np.linalg.norm(g)),
-                          converged=converged, message=message, method=opt.name, n_iter=it,
+                          converged=converged, status=status, message=message, method=opt.name, n_iter=it,
                           time=clock, counts=dict(oracle.counts), history=history, options=dict(opt.options))

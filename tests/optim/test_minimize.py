@@ -58,7 +58,7 @@ def test_every_method_is_tested():
 
 def test_newton_reaches_1e10_within_15_iterations(logreg):
     res = minimize(logreg.model, logreg.theta0, *logreg.data, method="newton", max_iter=15, tol=1e-10)
-    assert res.converged and res.grad_norm <= 1e-10 and res.n_iter <= 15, res.message
+    assert res.converged and res.status == "converged" and res.grad_norm <= 1e-10 and res.n_iter <= 15, res.message
     # quadratic convergence: the last steps square the gradient norm (roughly)
     g = [r["grad_norm"] for r in res.history]
     assert g[-1] < 1e-3 * g[-2] or g[-2] < 1e-6
@@ -126,7 +126,7 @@ def test_divergence_returns_last_finite_iterate():
     o = sg.dense(x, 1, name="fc")
     model = sg.compile(sg.mse(o, t), output=o)
     res = minimize(model, model.init(0), X, T, method="gd", lr=50.0, max_iter=2000)
-    assert not res.converged
+    assert not res.converged and res.status == "diverged"
     assert "finite" in res.message and "iteration" in res.message
     assert np.all(np.isfinite(res.theta)) and math.isfinite(res.loss)
     assert res.loss == pytest.approx(model.loss(res.theta, X, T))
@@ -183,9 +183,9 @@ def test_callback_and_time_limit(logreg):
     seen = []
     res = minimize(p.model, p.theta0, *p.data, method="gd", lr=0.1, max_iter=100, tol=0,
                    callback=lambda r: seen.append(r["iteration"]) or r["iteration"] == 3)
-    assert seen == [1, 2, 3] and res.n_iter == 3 and "callback" in res.message
+    assert seen == [1, 2, 3] and res.n_iter == 3 and "callback" in res.message and res.status == "callback"
     res = minimize(p.model, p.theta0, *p.data, method="gd", lr=0.1, max_iter=10 ** 6, tol=0, time_limit=0.05)
-    assert "time_limit" in res.message and res.history[-1]["time"] >= 0.05
+    assert "time_limit" in res.message and res.history[-1]["time"] >= 0.05 and res.status == "time_limit"
 
 
 def test_least_squares_jacobian_solver_equals_gauss_newton_products(sine):
