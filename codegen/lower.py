@@ -469,47 +469,6 @@ class _Lowering:
         expr = s if binds else val
         return self.loops(v.shape, idx, [Compute(target, expr, binds, "=", f"{sink.key}: row r")])
 
-    def row_sink_loops(self, sink: Sink, v: Value) -> list[Stmt]:
-        """Row r of a per-sample output, element by element: all of it, or, with ``size``,
-        columns offset..offset+size of a (N, width) array (a Jacobian row block), broadcasting
-        values that do not vary per sample."""
-        idx = ("i", "j", "k", "l")[:len(v.shape)]
-        col = ""
-        if sink.size:   # a column block of a (N, width) array, elements in C order
-            flat, stride = [], 1
-            for var, d in reversed(list(zip(idx, v.shape))):
-                flat.append(f"{var}*{stride}" if stride != 1 else var)
-                stride *= d
-            col = " + ".join([str(sink.offset)] + flat[::-1])
-        target = Ref(sink.array, ("r0 + r",) + ((col,) if sink.size else idx))
-        s = sp.Symbol("a0", real=True)
-        val = self.ref(v, idx, "r")
-        binds = ((s, val),) if isinstance(val, Ref) else ()
-        expr = s if binds else val
-        return self.loops(v.shape, idx, [Compute(target, expr, binds, "=", f"{sink.key}: row r")])
-
-    def row_sink(self, sink: Sink, v: Value) -> Line:
-        """This chunk's rows of a per-sample output; with ``size``, columns offset..offset+size
-        of a (N, ...) array (a Jacobian row block), broadcasting values that do not vary."""
-        st = self.store[v.name]
-        if st.kind == "const":
-            from .printer import NumbaPrinter
-            val = NumbaPrinter(self.ft).doprint_expr(st.expr)
-        else:
-            val = st.name
-        comment = f"{sink.key}: rows of this chunk"
-        if not sink.size:
-            return Line(f"{sink.array}[r0:r1] = {val}", comment)
-        cols = f"{sink.array}[r0:r1, {sink.offset}:{sink.offset + sink.size}]"
-        if st.kind == "const":
-            return Line(f"{cols} = {val}", comment)
-        if not v.shape:
-            return Line(f"{sink.array}[r0:r1, {sink.offset}] = {val}", comment)
-        if v.batched:
-            return Line(f"{cols} = {val}.reshape(rows, {sink.size})" if len(v.shape) > 1
-                        else f"{cols} = {val}", comment)
-        return Line(f"{cols} = {val}.ravel()", comment)
-
     def sink_stmt(self, sink: Sink, v: Value) -> Stmt:
         st = self.store[v.name]
         if st.kind == "const":

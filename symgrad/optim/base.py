@@ -8,6 +8,7 @@ oracle's memo, so the driver's bookkeeping costs nothing extra.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -47,7 +48,7 @@ def choice(name: str, value: Any, allowed: tuple[Any, ...]) -> Any:
     return value
 
 
-class Optimizer:
+class Optimizer(ABC):
     """One optimization method over the flat parameter vector.
 
     ``Optimizer(model, theta0, *data, batch_size=None, seed=0, **options)``
@@ -102,8 +103,9 @@ class Optimizer:
     def _setup(self) -> None:
         """Check the options and create the state."""
 
+    @abstractmethod
     def step(self) -> float:
-        raise NotImplementedError
+        """One iteration; returns the objective the method evaluated."""
 
     # shared ----------------------------------------------------------------------------
     @property

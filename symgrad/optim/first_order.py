@@ -8,6 +8,7 @@ that step's gradient only.
 """
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,8 +41,9 @@ class _FirstOrder(Optimizer):
         self.info["lr"] = lr
         return f
 
+    @abstractmethod
     def _update(self, g: np.ndarray, lr: float) -> None:
-        raise NotImplementedError
+        """theta (and the state) after one step with gradient g and rate lr."""
 
 
 class GD(_FirstOrder):
