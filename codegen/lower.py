@@ -462,11 +462,14 @@ class _Lowering:
                 flat.append(f"{var}*{stride}" if stride != 1 else var)
                 stride *= d
             col = " + ".join([str(sink.offset)] + flat[::-1])
-        target = Ref(sink.array, ("r0 + r",) + ((col,) if sink.size else idx))
         s = sp.Symbol("a0", real=True)
         val = self.ref(v, idx, "r")
         binds = ((s, val),) if isinstance(val, Ref) else ()
         expr = s if binds else val
+        if sink.size > 1 and not v.shape:   # a scalar (a constant 0, say) fills the whole column block
+            target = Ref(sink.array, ("r0 + r", f"{sink.offset} + q"))
+            return [Loop("q", "0", str(sink.size), (Compute(target, expr, binds, "=", f"{sink.key}: row r"),))]
+        target = Ref(sink.array, ("r0 + r",) + ((col,) if sink.size else idx))
         return self.loops(v.shape, idx, [Compute(target, expr, binds, "=", f"{sink.key}: row r")])
 
     def sink_stmt(self, sink: Sink, v: Value) -> Stmt:

@@ -47,24 +47,20 @@ class CudaKernelRunner:
     """Calls ``chunks`` (one thread per chunk), the reduction, then ``finish`` on the device."""
 
     def __init__(self, chunks: Any, finish: Any, reduce: Any, n_acc: int, dtype: np.dtype, needs_finish: bool,
-                 returns: bool, n_flat: int) -> None:
+                 returns: bool) -> None:
         self.chunks, self.finish, self.reduce, self.n_acc, self.dtype = chunks, finish, reduce, n_acc, dtype
         self.needs_finish, self.returns = needs_finish, returns
-        self.n_flat = n_flat   # leading arguments that change every call (theta, and v for products)
-        self._resident: dict[int, tuple[Any, Any]] = {}   # argument position -> (host object, device copy)
 
-    def _device(self, pos: int, a: Any) -> Any:
+    @staticmethod
+    def _device(a: Any) -> Any:
+        """A device view of ``a``: device arrays as they are, host arrays copied (every call: a
+        host array may have changed in place since the last one)."""
         from numba import cuda
         if cuda.devicearray.is_cuda_ndarray(a):
             return a
         if hasattr(a, "__cuda_array_interface__"):   # CuPy, PyTorch: viewed, not copied
             return cuda.as_cuda_array(a)
-        held = self._resident.get(pos)
-        if held is not None and held[0] is a:
-            return held[1]
-        d = cuda.to_device(np.ascontiguousarray(a))
-        self._resident[pos] = (a, d)
-        return d
+        return cuda.to_device(np.ascontiguousarray(a))
 
     def __call__(self, n: int, lead: tuple, rows_out: tuple = (), flat_out: tuple = ()) -> Any:
         """``n`` samples; ``lead`` = (theta, [v,] data...), host or device; ``rows_out`` and
@@ -75,8 +71,7 @@ class CudaKernelRunner:
                                "and PTX can still be inspected; set NUMBA_ENABLE_CUDASIM=1 (before numba is "
                                "imported) to run them in the simulator")
         from numba import cuda
-        d_lead = [cuda.to_device(a) if i < self.n_flat and isinstance(a, np.ndarray) else self._device(i, a)
-                  for i, a in enumerate(lead)]
+        d_lead = [self._device(a) for a in lead]
         total = None
         d_rows = [cuda.device_array(a.shape, dtype=a.dtype) for a in rows_out]
         if self.chunks is not None:

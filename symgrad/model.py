@@ -300,8 +300,7 @@ class Model:
             if self.backend == "cuda":
                 from .cuda_runner import CudaKernelRunner
                 r = CudaKernelRunner(chunks, getattr(module, kind), module.reduce_partials, low.n_acc, self.dtype,
-                                     needs_finish,
-                                     returns="objective" in spec.outputs, n_flat=2 if spec.tangent else 1)
+                                     needs_finish, returns="objective" in spec.outputs)
             else:
                 r = KernelRunner(chunks, getattr(module, kind), low.n_acc, self.dtype, needs_finish)
             self._runners[kind] = r
@@ -328,8 +327,10 @@ class Model:
     def to_device(self, *data: Any, **named: Any) -> Any:
         """Data arrays checked (as for any call) and copied to the GPU once, by position in
         ``data_names`` order or by name: pass them to every call after that and no data moves
-        between host and device. One array gives one device array, several a tuple in the
-        order given. CUDA backend only."""
+        between host and device (a NumPy array is copied on every call). One array gives one
+        device array, several a tuple in the order given. Device arrays passed directly are
+        checked for shape and dtype only: their values (labels in range, finite) are checked
+        here, on the host, or not at all. CUDA backend only."""
         if self.backend != "cuda":
             raise ValueError("to_device: the model runs on the CPU (compile with backend='cuda')")
         if not data and not named:

@@ -45,6 +45,7 @@ def test_every_kind_matches_the_cpu_backend_in_the_simulator(simulated):
 def test_device_resident_data_and_optimizers(simulated):
     assert simulated["resident value_and_grad"] <= 1e-12
     assert simulated["resident predict"] <= 1e-12   # one array in, one device array out
+    assert simulated["host array changed in place"] <= 1e-12
     assert simulated["lbfgs 5 iterations"] <= 1e-10
     assert "is a GPU array but the model runs on the CPU" in simulated["cpu given a device array"]
 

@@ -215,3 +215,16 @@ def test_second_order_inspection(mlp):
     assert "def gnvp(" in model.source("second_order_module")
     assert "define" in model.llvm("hvp")
     assert model.stats["second_order"]["cache"] in ("hit", "miss")
+
+
+def test_jacobian_columns_of_parameters_the_output_does_not_use_are_zero():
+    """A penalty-only parameter: its Jacobian block is a constant 0, broadcast over all its columns."""
+    x, t = sg.input("x", 3), sg.target("t", 2)
+    o = sg.dense(x, 2, name="fc")
+    q = sg.param("q", 3)
+    model = sg.compile(sg.mse(o, t) + sg.l2(q), output=o)
+    theta = model.init(0) + 1.0
+    X = np.random.default_rng(3).normal(size=(5, 3))
+    jac = model.jacobian(theta, X)
+    assert np.array_equal(jac[..., -3:], np.zeros((5, 2, 3)))
+    assert np.all(np.isfinite(jac)) and np.abs(jac[..., :-3]).max() > 0

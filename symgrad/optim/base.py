@@ -37,7 +37,7 @@ def positive(name: str, value: Any, allow_zero: bool = False) -> float:
 
 
 def fraction(name: str, value: Any) -> float:
-    if not (isinstance(value, (int, float, np.floating)) and 0 <= value < 1):
+    if isinstance(value, bool) or not (isinstance(value, (int, float, np.floating, np.integer)) and 0 <= value < 1):
         raise ValueError(f"option {name}={value!r}: expected a number in [0, 1)")
     return float(value)
 
@@ -169,6 +169,8 @@ class LineSearchMethod(Optimizer):
             r = strong_wolfe(value_grad, direction, f0, g0, step, c1=o["c1"], c2=o["c2"])
             a, res_f, trials, ok = r.step, r.f, r.trials, r.ok
         self.info["ls_trials"] = trials
+        if not ok and kind is None:
+            raise Diverged(f"{self.name}: the full step gives a non-finite objective (line_search=None)")
         if not ok:
             raise Stop(f"{self.name}: the line search found no step that decreases the objective "
                        f"({trials} trials; at the limit of floating-point precision, or a bad direction)")
@@ -186,6 +188,9 @@ class LineSearchMethod(Optimizer):
         allowed = ("armijo", "strong_wolfe") + ((None,) if allow_none else ())
         choice("line_search", o["line_search"], allowed)
         c1 = positive("c1", o["c1"])
-        c2 = positive("c2", o.get("c2", 0.9))
-        if not c1 < c2 < 1:
-            raise ValueError(f"options c1={c1}, c2={c2}: need 0 < c1 < c2 < 1")
+        if o["line_search"] == "strong_wolfe":
+            c2 = positive("c2", o["c2"])
+            if not c1 < c2 < 1:
+                raise ValueError(f"options c1={c1}, c2={c2}: need 0 < c1 < c2 < 1")
+        elif not c1 < 1:
+            raise ValueError(f"option c1={c1}: need 0 < c1 < 1")

@@ -44,7 +44,8 @@ HISTORY_FIELDS = ("iteration", "time", "loss", "grad_norm", *(f"n_{k}" for k in 
 class OptimizeResult:
     """What ``minimize`` returns. ``converged``: the gradient norm reached ``tol``;
     ``status`` (one of STATUSES) and ``message`` say why the run stopped; ``history``:
-    one dict per iteration (keys HISTORY_FIELDS; iteration 0 is the starting point)."""
+    one dict per iteration (keys HISTORY_FIELDS; iteration 0 is the starting point).
+    ``counts`` are all kernel calls made, those of a last attempt that failed included."""
 
     theta: np.ndarray
     loss: float
@@ -135,9 +136,9 @@ def run(opt: Optimizer, max_iter: int, tol: float, time_limit: float | None = No
         except Stop as e:   # theta stays at the method's last accepted point
             stopped = str(e)
         clock += time.perf_counter() - t0
-        if stopped is not None:
-            f, g = evaluate()
-            message, status = stopped, "stopped"
+        if stopped is not None:   # theta is still the last recorded iterate: no new record
+            opt.theta, f, g = last
+            message, status, it = stopped, "stopped", it - 1
             break
         if diverged is None and monitored:
             f, g = evaluate()
@@ -148,12 +149,13 @@ def run(opt: Optimizer, max_iter: int, tol: float, time_limit: float | None = No
             message, status = f"{diverged}; returning the last finite iterate (iteration {it - 1})", "diverged"
             break
         rec = record(it, f, g)
-        if callback is not None and callback(rec) is True:
-            message, status = "stopped by the callback", "callback"
-            break
-        if rec["grad_norm"] <= tol:
+        asked = callback is not None and callback(rec) is True
+        if rec["grad_norm"] <= tol:   # converged, whatever the callback said
             converged, message = True, f"gradient norm {rec['grad_norm']:.3g} <= tol={tol:g}"
             status = "converged"
+        elif asked:
+            message, status = "stopped by the callback", "callback"
+            break
         elif time_limit is not None and clock >= time_limit:
             message, status = f"time_limit={time_limit:g} s reached", "time_limit"
             break

@@ -54,7 +54,7 @@ def truncated_cg(apply: Callable[[np.ndarray], np.ndarray], g: np.ndarray, tol: 
     d = -r
     rr = float(r @ r)
     saved, marks = [], {math.ceil(1.3 ** j) for j in range(80)}
-    negative, it = False, 0
+    negative, it, last_saved = False, 0, False
     while it < max_iter and math.sqrt(rr) > tol:
         ad = apply(d)
         dad = float(d @ ad)
@@ -70,9 +70,10 @@ def truncated_cg(apply: Callable[[np.ndarray], np.ndarray], g: np.ndarray, tol: 
         rr_new = float(r @ r)
         d = -r + (rr_new / rr) * d
         rr = rr_new
-        if it in marks:
+        last_saved = it in marks
+        if last_saved:
             saved.append(x.copy())
-    if not saved or saved[-1] is not x:
+    if not last_saved:   # the final iterate, unless the last step already saved it
         saved.append(x.copy())
     return CGResult(x, tuple(saved), r, it, negative)
 

@@ -87,6 +87,12 @@ def main() -> None:
                                                      flat(cpu.value_and_grad(theta, X, T)))
                 out["resident predict"] = rel(flat(gpu.predict(theta, gpu.to_device(X))),
                                               flat(cpu.predict(theta, X)))
+                # a host array changed in place between calls: both backends see the new values
+                Xm = X.copy()
+                gpu.loss(theta, Xm, T)
+                Xm *= 10
+                out["host array changed in place"] = rel(np.array([gpu.loss(theta, Xm, T)]),
+                                                         np.array([cpu.loss(theta, Xm, T)]))
                 try:
                     cpu.loss(theta, dX, dT)
                     out["cpu given a device array"] = "no error"

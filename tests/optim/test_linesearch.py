@@ -52,6 +52,10 @@ def test_truncated_cg_solves_spd_and_stops_at_negative_curvature():
     g = rng.normal(size=8)
     r = truncated_cg(lambda v: spd @ v, g, tol=1e-12, max_iter=100)
     np.testing.assert_allclose(r.x, -np.linalg.solve(spd, g), rtol=1e-9)
+    assert np.array_equal(r.saved[-1], r.x)
+    assert not any(np.array_equal(a, b) for a, b in zip(r.saved, r.saved[1:]))   # each iterate saved once
+    r1 = truncated_cg(lambda v: 2 * v, np.array([1.0, 2.0]), tol=1e-12, max_iter=10)   # converges at a mark
+    assert len(r1.saved) == 1
     assert not r.negative_curvature and r.model_decrease(g) == pytest.approx(0.5 * r.x @ spd @ r.x + g @ r.x)
     indefinite = np.diag([1.0, -1.0])
     r = truncated_cg(lambda v: indefinite @ v, np.array([0.0, 1.0]), tol=1e-12, max_iter=10)

@@ -254,3 +254,35 @@ def test_bad_data_and_theta(logreg):
         minimize(p.model, p.theta0, X, T[:-1])
     with pytest.raises(TypeError, match="compiled symgrad Model"):
         minimize(object(), p.theta0, X, T)
+
+
+def test_a_method_that_cannot_go_on_keeps_its_last_record(logreg):
+    """Gauss-Newton with tol=0 runs into floating-point precision and stops: the result is the
+    last recorded iterate, and n_iter counts records."""
+    p = logreg
+    res = minimize(p.model, p.theta0, *p.data, method="gauss_newton", tol=0, max_iter=300)
+    assert res.status == "stopped" and not res.converged
+    assert res.n_iter == len(res.history) - 1
+    assert res.loss == res.history[-1]["loss"] and res.grad_norm == res.history[-1]["grad_norm"]
+    # the failed attempt's kernel calls were made: the result charges them, the last record cannot
+    assert all(res.counts[k[2:]] >= v for k, v in res.history[-1].items() if k.startswith("n_"))
+
+
+def test_convergence_wins_over_a_callback_stop(logreg):
+    p = logreg
+    one = minimize(p.model, p.theta0, *p.data, method="newton", max_iter=1, tol=0)
+    g1 = one.history[1]["grad_norm"]
+    res = minimize(p.model, p.theta0, *p.data, method="newton", max_iter=10, tol=1.01 * g1,
+                   callback=lambda r: True)
+    assert res.status == "converged" and res.converged and res.n_iter == 1
+
+
+def test_options_accept_numpy_numbers_and_check_c2_only_for_strong_wolfe(logreg):
+    p = logreg
+    res = minimize(p.model, p.theta0, *p.data, method="momentum", lr=np.float64(0.1), momentum=np.int64(0),
+                   max_iter=2, tol=0)
+    assert res.n_iter == 2
+    res = minimize(p.model, p.theta0, *p.data, method="newton", c1=0.95, max_iter=2, tol=0)
+    assert res.n_iter == 2
+    with pytest.raises(ValueError, match="c1=0.95, c2=0.9"):
+        minimize(p.model, p.theta0, *p.data, method="lbfgs", c1=0.95)
