@@ -38,7 +38,8 @@ __all__ = ["Sink", "Lowered", "lower", "GEMM_MIN_WORK", "CHUNK_ESTIMATE", "TARGE
 
 #: code targets of ``lower``
 TARGETS = ("cpu", "cuda")
-#: largest parameter-only array a CUDA kernel holds in a thread's local memory (elements)
+#: elements of thread-local arrays a CUDA kernel may hold in all (256 KiB in float64; CUDA
+#: allows 512 KiB of local memory per thread, and reserves it for every resident thread)
 CUDA_LOCAL_MAX = 32768
 
 #: multiply-adds below which a contraction is emitted as loops, not a BLAS call
@@ -94,6 +95,7 @@ class _Lowering:
                  flat_roles: frozenset[str], target: str = "cpu") -> None:
         self.program, self.sinks, self.ft = program, sinks, float_type
         self.cuda = target == "cuda"
+        self.local_elements = 0   # CUDA: elements of thread-local arrays allocated so far
         self.dtype = f"np.{float_type}"
         self.flat_roles = flat_roles          # leaf roles held in a flat vector (param -> theta)
         by_name = {a.out.name: a for a in program.body}
@@ -342,10 +344,12 @@ class _Lowering:
             size = 1
             for d in v.shape:
                 size *= d
-            if size > CUDA_LOCAL_MAX:
-                raise IRError(f"backend 'cuda': {v.name!r} (shape {v.shape}) would be a thread-local "
-                              f"array of {size} elements (at most {CUDA_LOCAL_MAX}); wide parameter-only "
-                              "intermediates are not supported by the CUDA backend yet")
+            self.local_elements += size
+            if self.local_elements > CUDA_LOCAL_MAX:
+                raise IRError(f"backend 'cuda': {v.name!r} (shape {v.shape}) brings a thread's local arrays "
+                              f"to {self.local_elements} elements (at most {CUDA_LOCAL_MAX}, CUDA's local "
+                              "memory per thread); wide intermediates are not supported by the CUDA "
+                              "backend yet")
             shape = str(v.shape[0]) if len(v.shape) == 1 else str(tuple(v.shape))
             dt = "int64" if v.kind == "index" else self.ft
             return Line(f"{name} = cuda.local.array({shape}, {dt})", "", frozenset(), frozenset({name}))

@@ -18,6 +18,7 @@ from .autodiff import Adjoint
 from .derivation import Derivation
 from .derived import curvature, gradient, jacobian
 from .dsl import GraphError, Tensor
+from .ir import IRError
 from .initializers import initialize
 from .program import Forward, Signature, build_forward
 from .runner import KernelRunner
@@ -170,6 +171,7 @@ class _Group:
     programs: dict[str, Any]
     source: str
     stats: dict[str, Any]
+    refused: dict[str, IRError]   # kinds the backend cannot lower, and why (raised when asked for)
 
 
 class Model:
@@ -287,7 +289,10 @@ class Model:
         return g
 
     def _lowered(self, kind: str) -> Lowered:
-        return self._group(_KIND_SPECS[kind].group).lowered[kind]
+        g = self._group(_KIND_SPECS[kind].group)
+        if kind in g.refused:
+            raise g.refused[kind]
+        return g.lowered[kind]
 
     def _runner(self, kind: str) -> KernelRunner:
         r = self._runners.get(kind)
@@ -709,7 +714,8 @@ def _build_group(model: Model, group: str) -> _Group:
     data = tuple((n, role) for n, role, _, _ in sig.data)
     inputs = tuple((n, role) for n, role, _, _ in sig.data if role == "input")
     layout = {n: (off, shape) for n, shape, off, _ in sig.params}
-    lowered = {}
+    lowered: dict[str, Lowered] = {}
+    refused: dict[str, IRError] = {}
     for kind, spec in _KIND_SPECS.items():
         if spec.group != group or spec.program not in programs:
             continue
@@ -719,9 +725,14 @@ def _build_group(model: Model, group: str) -> _Group:
         args = data if spec.data == "all" else inputs
         if kind == "jacobian":
             args += (("@cotangent", "cotangent"),)
-        lowered[kind] = lower(programs[spec.program], _sinks(kind, spec, sig), name=kind, float_type=ft,
-                              data=args, flat_leaves=flat, param_layout=layout, doc=spec.doc,
-                              target=model.backend)
+        try:
+            lowered[kind] = lower(programs[spec.program], _sinks(kind, spec, sig), name=kind, float_type=ft,
+                                  data=args, flat_leaves=flat, param_layout=layout, doc=spec.doc,
+                                  target=model.backend)
+        except IRError as e:
+            if model.backend == "cpu" or group == "first":
+                raise
+            refused[kind] = e   # e.g. the CUDA Jacobian of a wide layer: the other kinds still build
     t2 = time.perf_counter()
     kernels = [k for low in lowered.values() for k in low.kernels]
     title = model.title + ("" if group == "first" else " (second order)")
@@ -735,7 +746,7 @@ def _build_group(model: Model, group: str) -> _Group:
     stats = {"source_lines": source.count("\n"), "cache": "hit" if hit else "miss",
              "cache_key": key[:16], "cache_file": str(path),
              "stages": {"derivatives": t1 - t0, "lower": t2 - t1, "emit": t3 - t2, "cache_import": t4 - t3}}
-    return _Group(module, lowered, programs, source, stats)
+    return _Group(module, lowered, programs, source, stats, refused)
 
 
 def _float_type(dtype: Any) -> np.dtype:

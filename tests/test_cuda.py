@@ -18,6 +18,7 @@ import pytest
 
 import symgrad as sg
 from symgrad.cuda_runner import cuda_status
+from symgrad.ir import IRError
 
 HERE = Path(__file__).parent
 
@@ -110,3 +111,17 @@ def test_backend_errors():
     gpu = _mlp("cuda")
     with pytest.raises(ValueError, match="llvm: a CPU view"):
         gpu.llvm("loss")
+
+
+def test_a_kind_the_cuda_backend_cannot_hold_is_refused_alone():
+    """The per-sample Jacobian block of a 200x200 weight (40000 values a thread) exceeds a
+    thread's local memory: jacobian is refused, naming the value; hvp still builds."""
+    x, t = sg.input("x", 200), sg.target("t", 1)
+    h = sg.dense(x, 200, "tanh", name="wide")
+    o = sg.dense(h, 1, name="out")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = sg.compile(sg.mse(o, t), output=o, backend="cuda")
+    assert "def hvp_chunks(" in m.source("hvp")
+    with pytest.raises(IRError, match="'d_wide_W'.*local arrays"):
+        m.source("jacobian")
