@@ -6,6 +6,7 @@ once, at load time.
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import platform
@@ -48,6 +49,24 @@ def reexec_clean_env(threads: int) -> None:
                             " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
     sys.stdout.flush()
     os.execve(sys.executable, sys.orig_argv, env)
+
+
+def arg_parser(doc: str, ids: str, threads: bool = True) -> argparse.ArgumentParser:
+    """The options every benchmark script shares: --threads, --quick, --only IDS, --json."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    if threads:
+        p.add_argument("--threads", type=int, default=2, help="threads for every implementation (default 2)")
+    p.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
+    p.add_argument("--only", default="", help=f"comma-separated ids: {ids}")
+    p.add_argument("--json", metavar="PATH", help="also write the raw numbers here")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    if getattr(args, "threads", 1) < 1:
+        p.error("--threads must be >= 1")
+    return args
 
 
 def env_changes() -> str:

@@ -50,15 +50,7 @@ IDS = ("W1", "W2", "W3", "W4")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2, help="threads for every implementation (default 2)")
-    p.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
-    p.add_argument("--only", default="", help=f"comma-separated ids: {','.join(IDS)}")
-    p.add_argument("--json", metavar="PATH", help="also write the raw numbers here")
-    args = p.parse_args(argv)
-    if args.threads < 1:
-        p.error("--threads must be >= 1")
-    return args
+    return common.parse(common.arg_parser(__doc__, ",".join(IDS)), argv)
 
 
 if __name__ == "__main__":  # before NumPy loads OpenBLAS

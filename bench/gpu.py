@@ -32,13 +32,10 @@ IDS = ("W1", "W2", "W3", "W4", "W1big")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
-    p.add_argument("--only", default="", help=f"comma-separated ids: {','.join(IDS)}")
+    p = common.arg_parser(__doc__, ",".join(IDS), threads=False)
     p.add_argument("--simulate", action="store_true",
                    help="run only the verification, on batch 4, in numba-cuda's simulator (no timings)")
-    p.add_argument("--json", metavar="PATH", help="also write the raw numbers here")
-    return p.parse_args(argv)
+    return common.parse(p, argv)
 
 
 import numpy as np  # noqa: E402

@@ -33,17 +33,10 @@ else:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2, help="threads for every implementation (default 2)")
-    p.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
-    p.add_argument("--only", default="", help="comma-separated ids: W1,W2,W3,W4,W1b32,compile")
+    p = common.arg_parser(__doc__, "W1,W2,W3,W4,W1b32,compile")
     p.add_argument("--no-curvature", action="store_true",
                    help="skip the second-order section (hvp, gnvp, value_grad_hvp; see bench/curvature.py)")
-    p.add_argument("--json", metavar="PATH", help="also write the raw numbers here")
-    args = p.parse_args(argv)
-    if args.threads < 1:
-        p.error("--threads must be >= 1")
-    return args
+    return common.parse(p, argv)
 
 
 if __name__ == "__main__":  # before NumPy loads OpenBLAS
