@@ -422,7 +422,7 @@ class _Lowering:
             local_names = {self.store[v.name].name for v in defined
                            if all(id(c) in members for c in self.consumers.get(v.name, []))
                            and self.store[v.name].name not in protected}
-            fused, scalars = fuse_row_body(stmts, "r", local_names)
+            fused, scalars = fuse_row_body(stmts, "r", local_names, vector=not self.cuda)
             kept = [v for v in defined if self.store[v.name].name not in scalars]
             if self.cuda:
                 fused = drop_row_index(fused, {self.store[v.name].name for v in kept}, "r")

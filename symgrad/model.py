@@ -51,7 +51,9 @@ class _DataSpec:
     The value checks (finite, labels in range) are O(N); they are skipped when
     the very array object last validated is passed again, as in an optimizer
     loop. An array modified in place after it passed is therefore not
-    re-checked.
+    re-checked. Only an array used as is (contiguous, of the model's dtype)
+    is remembered: one that needs converting is converted and checked again
+    on every call, so the kernel never sees a stale copy.
     """
 
     __slots__ = ("name", "role", "shape", "classes", "_last")
@@ -67,7 +69,9 @@ class _DataSpec:
         if hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray":
             return self._device(x, dtype, device)   # (FakeCUDAArray: the CUDA simulator's)
         a = self._labels(x) if self.role == "labels" else self._real(x, dtype, check_finite)
-        self._last = (x, a)
+        # the same array again is used as is, unchecked (a batch-32 call is ~20 µs); a converted
+        # copy is made anew each call, so a change to x in place is never ignored
+        self._last = (x, a) if a is x else None
         return a
 
     def _device(self, x: Any, dtype: np.dtype, device: bool) -> Any:
