@@ -48,7 +48,7 @@ def _libm_free(ft: type, it: type, degree: int, ln2_hi: float, ln2_lo: float, cl
     coef = tuple(ft(1 / math.factorial(n)) for n in range(degree, 1, -1))   # 1/degree!, ..., 1/2!
     clamp_ = ft(clamp)
 
-    @njit(cache=True, inline="always", error_model="numpy")
+    @njit(cache=True, error_model="numpy")
     def expm1(y):  # type: ignore[no-untyped-def]
         k = math.floor(y * log2e + half)
         r = (y - k * hi) - k * lo
@@ -59,7 +59,7 @@ def _libm_free(ft: type, it: type, degree: int, ln2_hi: float, ln2_lo: float, cl
         p = _pow2(it(k))
         return p * q + (p - one)
 
-    @njit(cache=True, inline="always", error_model="numpy")
+    @njit(cache=True, error_model="numpy")
     def tanh(x):  # type: ignore[no-untyped-def]
         ax = min(abs(x), clamp_)
         e = expm1(two * ax)
@@ -95,8 +95,8 @@ def _typed(which: int) -> Any:
     return pick
 
 
-overload(expm1, inline="always")(_typed(0))
-overload(tanh, inline="always")(_typed(1))
+overload(expm1)(_typed(0))
+overload(tanh)(_typed(1))
 
 
 @njit(cache=True, inline="always")
