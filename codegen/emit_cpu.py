@@ -23,7 +23,8 @@ import math
 import numpy as np
 from numba import njit
 
-from symgrad.runtime import chunk_rows, sigmoid, softplus, tanh, xlogy
+from symgrad.runtime import (add_into, chunk_rows, dot_nn, dot_nt, dot_tn, dot_tt, sigmoid, softplus,
+                             sum_rows, tanh, xlogy)
 '''
 
 

@@ -30,6 +30,7 @@ import sympy as sp
 
 from symgrad.ir import (BATCH, RESERVED, ArgMax, Assign, Detach, Einsum, Elementwise, Gather, IRError, Leaf,
                         Program, Scatter, Value, arg_symbols)
+from symgrad.runtime import BLAS_HELPERS
 
 from .fusion import drop_row_index, fuse_row_body
 from .kernel_ir import Compute, Kernel, Line, Loop, Ref, Stmt
@@ -272,18 +273,16 @@ class _Lowering:
         sa, sb = (self.store[x.name] for x in a.args)
         if sa.kind != "array" or sb.kind != "array":
             return None
-        # A as (m, k), B as (k, n)
-        am = sa.name if la[-1] == kc else f"{sa.name}.T"
-        bm = sb.name if lb[0] == kc else f"{sb.name}.T"
+        # op(A) as (m, k), op(B) as (k, n); the output's letter order may ask for (B^T A^T)
+        (first, t1), (second, t2) = (sa.name, la[-1] != kc), (sb.name, lb[0] != kc)
         if m and n and out == n[0] + m[0]:
-            call = f"np.dot({bm}.T, {am}.T)".replace(".T.T", "")
-        else:
-            call = f"np.dot({am}, {bm})"
+            (first, t1), (second, t2) = (second, not t2), (first, not t1)
+        call = f"{BLAS_HELPERS[(t1, t2)]}({first}, {second})"   # symgrad.runtime: compiled once per machine
         st = self.store[a.out.name]
         reads = frozenset({sa.name, sb.name})
         comment = f"{a.out.name} = einsum('{a.op.spec}', {a.args[0].name}, {a.args[1].name})"
         if st.kind == "acc":
-            return Line(f"{st.name}_acc += {call}", comment, reads, frozenset({f'{st.name}_acc'}))
+            return Line(f"add_into({st.name}_acc, {call})", comment, reads, frozenset({f'{st.name}_acc'}))
         return Line(f"{st.name} = {call}", comment, reads, frozenset({st.name}))
 
     def emit_argmax(self, a: Assign, row: str | None) -> list[Stmt]:
@@ -601,9 +600,8 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
         chunks = Kernel(f"{name}_chunks", tuple(params), tuple(body), chunk_doc)
         if n_acc:
             if not cuda:   # on the GPU the partial sums are reduced by a kernel of their own
-                reduction.append(Line("total = partials[0].copy()"))
-                reduction.append(Loop("c", "1", "partials.shape[0]", (Line("total += partials[c]"),),
-                                      comment="fixed-order reduction: reproducible for any thread count"))
+                reduction.append(Line("total = sum_rows(partials)",
+                                      "chunk sums added in chunk order: reproducible for any thread count"))
             viewed = set()
             for a in L.assigns:
                 st = L.store.get(a.out.name)

@@ -80,3 +80,22 @@ def test_chunk_rows_keeps_threads_busy_for_wide_networks():
         c = chunk_rows(n, 1_339_414)
         assert -(-n // c) >= 2
     assert chunk_rows(64, 1_339_414) == 64   # a small batch: one chunk, accumulators zeroed once
+
+
+def test_blas_helpers_match_numpy():
+    from symgrad.runtime import BLAS_HELPERS, add_into, dot_nn, dot_nt, dot_tn, dot_tt, sum_rows
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 3)), rng.standard_normal((3, 4))
+    np.testing.assert_allclose(dot_nn(a, b), a @ b, rtol=1e-14)
+    np.testing.assert_allclose(dot_nt(a, b.T.copy()), a @ b, rtol=1e-14)
+    np.testing.assert_allclose(dot_tn(a.T.copy(), b), a @ b, rtol=1e-14)
+    np.testing.assert_allclose(dot_tt(a.T.copy(), b.T.copy()), a @ b, rtol=1e-14)
+    assert set(BLAS_HELPERS.values()) == {"dot_nn", "dot_nt", "dot_tn", "dot_tt"}
+    out = np.ones((5, 4))
+    add_into(out, a @ b)
+    np.testing.assert_allclose(out, 1 + a @ b, rtol=1e-14)
+    p = rng.standard_normal((7, 6))
+    want = p[0].copy()
+    for row in p[1:]:
+        want += row                     # row order: the bits sum_rows must reproduce
+    assert np.array_equal(sum_rows(p), want)
