@@ -28,13 +28,18 @@ from symgrad.runtime import (add_into, chunk_rows, dot_nn, dot_nt, dot_tn, dot_t
 '''
 
 
-def _stmt(s: Stmt, pr: NumbaPrinter, depth: int, out: list[str]) -> None:
+def _stmt(s: Stmt, pr: NumbaPrinter, depth: int, out: list[str], shared: frozenset[str]) -> None:
     pad = "    " * depth
     if isinstance(s, Compute):
         expr = s.expr.xreplace({sym: sp.Symbol(str(r), real=True) for sym, r in s.binds})
         if s.comment:
             out.append(f"{pad}# {s.comment}")
-        out.append(f"{pad}{s.target} {s.op} {pr.doprint_expr(expr)}")
+        if s.op == "+=" and s.target.name in shared:   # other threads of the block add here too
+            t = s.target
+            index = t.index[0] if len(t.index) == 1 else f"({', '.join(t.index)})"
+            out.append(f"{pad}cuda.atomic.add({t.name}, {index}, {pr.doprint_expr(expr)})")
+        else:
+            out.append(f"{pad}{s.target} {s.op} {pr.doprint_expr(expr)}")
     elif isinstance(s, Line):
         if s.comment:
             out.append(f"{pad}# {s.comment}")
@@ -45,7 +50,7 @@ def _stmt(s: Stmt, pr: NumbaPrinter, depth: int, out: list[str]) -> None:
         bounds = s.stop if s.start == "0" else f"{s.start}, {s.stop}"
         out.append(f"{pad}for {s.var} in range({bounds}):")
         for b in s.body:
-            _stmt(b, pr, depth + 1, out)
+            _stmt(b, pr, depth + 1, out, shared)
         if not s.body:
             out.append(f"{pad}    pass")
     else:  # pragma: no cover
@@ -58,7 +63,7 @@ def emit_function(k: Kernel, decorator: str, pr: NumbaPrinter) -> str:
     if k.doc:
         lines.append(f'    """{k.doc}"""')
     for s in k.body:
-        _stmt(s, pr, 1, lines)
+        _stmt(s, pr, 1, lines, k.shared)
     return "\n".join(lines) + "\n"
 
 

@@ -64,12 +64,14 @@ Stmt = Union[Compute, Line, Loop]
 
 @dataclass(frozen=True)
 class Kernel:
-    """One generated function: name, parameters, body, docstring."""
+    """One generated function: name, parameters, body, docstring; ``shared`` names the arrays
+    every thread of a GPU block adds into (their ``+=`` is printed as an atomic add)."""
 
     name: str
     params: tuple[str, ...]
     body: tuple[Stmt, ...]
     doc: str = ""
+    shared: frozenset[str] = frozenset()
 
 
 def walk_refs(stmts: tuple[Stmt, ...] | list[Stmt]) -> Iterator[tuple[str, Ref, tuple[Loop, ...]]]:

@@ -35,10 +35,15 @@ from symgrad.runtime import BLAS_HELPERS
 from .fusion import drop_row_index, fuse_row_body
 from .kernel_ir import Compute, Kernel, Line, Loop, Ref, Stmt
 
-__all__ = ["Sink", "Lowered", "lower", "GEMM_MIN_WORK", "CHUNK_ESTIMATE", "TARGETS", "CUDA_LOCAL_MAX"]
+__all__ = ["Sink", "Lowered", "lower", "GEMM_MIN_WORK", "CHUNK_ESTIMATE", "TARGETS", "CUDA_LOCAL_MAX",
+           "CUDA_SHARED_ACC_BYTES"]
 
 #: code targets of ``lower``
 TARGETS = ("cpu", "cuda")
+#: bytes of a block's shared accumulator: below it, a GPU block adds its threads' sums in shared
+#: memory (atomically) and writes one row of partials; above it, each thread has its own row
+#: (CUDA gives a block 48 KiB of static shared memory)
+CUDA_SHARED_ACC_BYTES = 40 * 1024
 #: elements of thread-local arrays a CUDA kernel may hold in all (256 KiB in float64; CUDA
 #: allows 512 KiB of local memory per thread, and reserves it for every resident thread)
 CUDA_LOCAL_MAX = 32768
@@ -515,6 +520,7 @@ class Lowered:
     chunks: Kernel | None
     finish: Kernel
     n_acc: int
+    block_sums: bool = False   # CUDA: partials has one row per block (shared-memory sums), not per thread
 
     @property
     def kernels(self) -> list[Kernel]:
@@ -557,6 +563,8 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
                 off, shape = param_layout[a.op.label]
                 view = f"{arr}[{off}]" if not shape else _view(arr, off, shape)
                 head.append(Line(f"{a.out.name} = {view}", f"{role} {a.op.label!r}"))
+    itemsize = 8 if float_type == "float64" else 4
+    block_sums = cuda and 0 < n_acc * itemsize <= CUDA_SHARED_ACC_BYTES
     phase_a = L.unbatched_phase("A")
     sink_rows = [(s, program.output(s.key)) for s in sinks if s.kind == "rows"]
     chunk_body = L.batched_phase(sink_rows)
@@ -572,17 +580,33 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
         for arg, a in data_args:
             if a is not None and a.out.name in L.store:
                 pre.append(Line(f"{L.store[a.out.name].name} = {arg}[r0:r1]"))
+        acc_views: list[str] = []
         if n_acc:
-            pre.append(Line("acc = partials[c]", "this chunk's private share of every sum over the batch"))
-            pre.append(Loop("q", "0", str(n_acc), (Compute(Ref("acc", ("q",)), sp.S.Zero),)) if cuda
-                       else Line("acc[:] = 0"))
+            if not block_sums:
+                pre.append(Line("acc = partials[c]", "this chunk's private share of every sum over the batch"))
+                pre.append(Loop("q", "0", str(n_acc), (Compute(Ref("acc", ("q",)), sp.S.Zero),)) if cuda
+                           else Line("acc[:] = 0"))
             for a in L.assigns:
                 st = L.store.get(a.out.name)
                 if (st is not None and st.kind == "acc" and a.out.shape and L.phase[a.out.name] == "B"
                         and a.out.name not in L.alias):
+                    acc_views.append(f"{st.name}_acc")
                     pre.append(Line(f"{st.name}_acc = {_view('acc', st.acc_slot, a.out.shape)}"))
         rows_out = list(dict.fromkeys(s.array for s, _ in sink_rows))
-        if cuda:
+        if block_sums:   # no early return: every thread must reach the barriers
+            each = f"for q in range(cuda.threadIdx.x, {n_acc}, cuda.blockDim.x):\n"
+            body = head + _needed(phase_a, pre, chunk_body) + [
+                Line(f"acc = cuda.shared.array({n_acc}, {float_type})\n{each}    acc[q] = 0\ncuda.syncthreads()",
+                     "the block's sums over its threads' rows, in shared memory"),
+                Line("c = cuda.grid(1)", "this thread's chunk of rows (none past the batch's end)"),
+                *pre, *chunk_body,
+                Line(f"cuda.syncthreads()\n{each}    partials[cuda.blockIdx.x, q] = acc[q]",
+                     "the block's sums, one row of partials per block")]
+            params = inputs + rows_out + ["partials", "chunk"]
+            chunk_doc = (f"Rows c*chunk..(c+1)*chunk of {name} in GPU thread c, all its per-sample work "
+                         "fused; the threads of a block add their sums atomically in shared memory, and "
+                         "the block writes them to partials[block].")
+        elif cuda:
             body = head + _needed(phase_a, pre, chunk_body) + [
                 Line("c = cuda.grid(1)", "this thread's chunk of rows"),
                 Line("if c * chunk >= n_samples:\n    return"), *pre, *chunk_body]
@@ -597,7 +621,8 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
             params = inputs + rows_out + ["partials", "c0", "c1"]
             chunk_doc = (f"Chunks c0..c1 of {name}, all its per-sample work fused; chunk c writes its "
                    "sums to partials[c] and nothing else, so chunks may run in parallel.")
-        chunks = Kernel(f"{name}_chunks", tuple(params), tuple(body), chunk_doc)
+        chunks = Kernel(f"{name}_chunks", tuple(params), tuple(body), chunk_doc,
+                        frozenset({"acc", *acc_views}) if block_sums else frozenset())
         if n_acc:
             if not cuda:   # on the GPU the partial sums are reduced by a kernel of their own
                 reduction.append(Line("total = sum_rows(partials)",
@@ -627,7 +652,7 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
     if cuda and any(s.kind == "return" for s in sinks):
         params.append("result")
     fin = Kernel(name, tuple(dict.fromkeys(params)), tuple(finish), doc)
-    return Lowered(chunks, fin, n_acc)
+    return Lowered(chunks, fin, n_acc, block_sums and chunks is not None)
 
 
 def _names_in(stmts: list[Stmt]) -> set[str]:

@@ -1,17 +1,20 @@
 """Runs a generated CUDA kernel over the batch: device copies, launch shapes, the reduction.
 
-A call launches ``<kind>_chunks`` with one thread per chunk of rows (each
-thread adds its rows' contributions to its own row of ``partials``),
-the module's ``reduce_partials`` (thread j adds column j over the chunks in chunk order,
-so sums are reproducible run to run), then the single-thread finish
-``<kind>``. Data arrays already on the device (``Model.to_device``, or
-anything with ``__cuda_array_interface__``) are used in place; a NumPy array
-is copied once and reused while the same array object is passed again.
+A call launches ``<kind>_chunks`` with one thread per chunk of rows, the
+module's ``reduce_partials`` (thread j adds column j over the rows of
+``partials`` in order), then the single-thread finish ``<kind>``. Data
+arrays already on the device (``Model.to_device``, or anything with
+``__cuda_array_interface__``) are used in place; a NumPy array is copied on
+every call.
 
-The chunk size follows from a budget for ``partials``: per-thread
-accumulators are simple and race-free, but cost n_threads x n_acc memory, so
-wide networks get few threads. Shared-memory block reductions and tiled
-contractions would lift that limit; they are not built yet.
+Where the sums fit in a block's shared memory (``Lowered.block_sums``), the
+threads of a block add their rows' contributions there atomically and the
+block writes one row of ``partials``: one thread per sample up to the
+budget below. The order of the atomic adds inside a block varies from run
+to run, so the last bits of a sum can too; the sums over blocks keep their
+order. Wider networks give each thread its own row of ``partials``
+(race-free and reproducible), and the budget for ``partials`` then limits
+the thread count. Tiled contractions for wide layers are not built yet.
 """
 from __future__ import annotations
 
@@ -47,9 +50,9 @@ class CudaKernelRunner:
     """Calls ``chunks`` (one thread per chunk), the reduction, then ``finish`` on the device."""
 
     def __init__(self, chunks: Any, finish: Any, reduce: Any, n_acc: int, dtype: np.dtype, needs_finish: bool,
-                 returns: bool) -> None:
+                 returns: bool, block_sums: bool = False) -> None:
         self.chunks, self.finish, self.reduce, self.n_acc, self.dtype = chunks, finish, reduce, n_acc, dtype
-        self.needs_finish, self.returns = needs_finish, returns
+        self.needs_finish, self.returns, self.block_sums = needs_finish, returns, block_sums
 
     @staticmethod
     def _device(a: Any) -> Any:
@@ -76,11 +79,12 @@ class CudaKernelRunner:
         d_rows = [cuda.device_array(a.shape, dtype=a.dtype) for a in rows_out]
         if self.chunks is not None:
             width = max(self.n_acc, 1)
-            threads_max = max(1, min(n, PARTIALS_BUDGET // (width * self.dtype.itemsize)))
+            rows_max = PARTIALS_BUDGET // (width * self.dtype.itemsize)   # rows of partials
+            threads_max = max(1, min(n, rows_max * THREADS_PER_BLOCK if self.block_sums else rows_max))
             chunk = math.ceil(n / threads_max)
             n_chunks = math.ceil(n / chunk)
-            partials = cuda.device_array((n_chunks, width), dtype=self.dtype)
             blocks = math.ceil(n_chunks / THREADS_PER_BLOCK)
+            partials = cuda.device_array((blocks if self.block_sums else n_chunks, width), dtype=self.dtype)
             self.chunks[blocks, THREADS_PER_BLOCK](*d_lead, *d_rows, partials, chunk)
             if self.n_acc:
                 total = cuda.device_array(self.n_acc, dtype=self.dtype)

@@ -309,7 +309,8 @@ class Model:
             if self.backend == "cuda":
                 from .cuda_runner import CudaKernelRunner
                 r = CudaKernelRunner(chunks, getattr(module, kind), module.reduce_partials, low.n_acc, self.dtype,
-                                     needs_finish, returns="objective" in spec.outputs)
+                                     needs_finish, returns="objective" in spec.outputs,
+                                     block_sums=low.block_sums)
             else:
                 r = KernelRunner(chunks, getattr(module, kind), low.n_acc, self.dtype, needs_finish)
             self._runners[kind] = r

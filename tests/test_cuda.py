@@ -51,9 +51,17 @@ def test_device_resident_data_and_optimizers(simulated):
     assert "is a GPU array but the model runs on the CPU" in simulated["cpu given a device array"]
 
 
+def test_block_sums_in_shared_memory_and_the_per_thread_fallback(simulated):
+    assert simulated["block_sums"] is True             # a small network: shared-memory block sums
+    assert simulated["300 rows, 3 blocks, value_and_grad"] <= 1e-12
+    assert simulated["wide block_sums"] is False       # 7200 sums do not fit: a row of partials per thread
+    assert simulated["wide value_and_grad"] <= 1e-12
+
+
 def test_generated_cuda_source_is_readable(simulated):
     src = simulated["source"]
     assert "@cuda.jit" in src and "cuda.grid(1)" in src and "cuda.local.array" in src
+    assert "cuda.shared.array(" in src and "cuda.atomic.add(" in src and src.count("cuda.syncthreads()") == 2
     assert "# tanh_2 = tanh: tanh(a0)" in src or "tanh" in src
     assert "np.dot" not in src and "np.empty" not in src   # no host-only calls in device code
 

@@ -49,8 +49,16 @@ def models(dtype):
     def data_bce(rng, n):
         return rng.normal(size=(n, 4)), (rng.random((n, 1)) < 0.5).astype(float)
 
+    def wide(backend):   # sums too big for a block's shared memory: one row of partials per thread
+        x, t = sg.input("x", 6), sg.target("t", 1)
+        o = sg.dense(sg.dense(x, 900, "tanh", name="l1"), 1, name="l2")
+        return sg.compile(sg.mse(o, t), output=o, backend=backend, dtype=dtype)
+
+    def data_wide(rng, n):
+        return rng.normal(size=(n, 6)), rng.normal(size=(n, 1))
+
     return [("mlp_ce", mlp_ce, data_ce), ("mlp_mse", mlp_mse, data_mse), ("hinge", hinge, data_hinge),
-            ("bce", bce, data_bce)]
+            ("bce", bce, data_bce), ("wide", wide, data_wide)]
 
 
 def flat(r):
@@ -69,6 +77,14 @@ def main() -> None:
             if dtype is np.float32 and name not in ("mlp_mse", "bce"):
                 continue   # float32: two models suffice (compiling the CPU references dominates)
             cpu, gpu = build("cpu"), build("cuda")
+            if name == "wide":
+                rng = np.random.default_rng(0)
+                X, T = data(rng, 3)
+                theta = cpu.init(1)
+                out["wide block_sums"] = gpu._lowered("value_and_grad").block_sums
+                out["wide value_and_grad"] = rel(flat(gpu.value_and_grad(theta, X, T)),
+                                                 flat(cpu.value_and_grad(theta, X, T)))
+                continue
             rng = np.random.default_rng(0)
             X, T = data(rng, 7)
             theta = cpu.init(1) + 0.1 * rng.normal(size=cpu.n_params)
@@ -103,6 +119,11 @@ def main() -> None:
                 rb = sg.optim.minimize(gpu, theta, dX, dT, method="lbfgs", max_iter=5, tol=0)
                 out["lbfgs 5 iterations"] = rel(rb.theta, ra.theta)
                 out["source"] = gpu.source("value_and_grad")
+                out["block_sums"] = gpu._lowered("value_and_grad").block_sums
+                # three blocks adding into their shared sums, the last one partly past the batch's end
+                X3, T3 = data(np.random.default_rng(1), 300)
+                out["300 rows, 3 blocks, value_and_grad"] = rel(flat(gpu.value_and_grad(theta, X3, T3)),
+                                                                flat(cpu.value_and_grad(theta, X3, T3)))
     json.dump(out, sys.stdout)
 
 
