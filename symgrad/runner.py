@@ -10,13 +10,22 @@ Why threads here and not ``prange``: a Numba ``parallel=True`` function that
 holds (or calls) the fused body re-optimizes it several times; compiling one
 3-layer MLP took 20-30 s that way against a few seconds for the serial body.
 
+Threads do not always pay: waking a pool thread costs 70-90 µs on these
+machines, and two threads on two virtual cores ran W1 (1024 rows, 420 µs
+alone) in 550 µs, while W2 went from 830 to 680 µs. So for each batch size
+and thread count the runner times its first calls both ways, alternating,
+and keeps the faster (``AUTO_THREADS``). Either way the chunks and the sums
+are the same, so this changes speed, never results.
+
 BLAS is pinned to one thread during the call: BLAS threads beside our threads
 oversubscribe the cores (a 0.17 ms kernel became 16 ms) and would make sums
 depend on the thread count.
 """
 from __future__ import annotations
 
+import statistics
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -25,9 +34,15 @@ import numpy as np
 
 from .runtime import chunk_rows
 
-__all__ = ["KernelRunner", "blas_pinned"]
+__all__ = ["KernelRunner", "blas_pinned", "AUTO_THREADS", "TUNE_CALLS"]
 
 _chunk_rows = chunk_rows.py_func
+#: time the first calls of each (batch size, threads) on one thread and on all, and keep the
+#: faster; False: always split over all threads
+AUTO_THREADS = True
+#: calls timed each way before the choice (the median decides, so one slow call, e.g. the
+#: one that compiles, does not)
+TUNE_CALLS = 3
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -92,6 +107,23 @@ class KernelRunner:
                  needs_finish: bool) -> None:
         self.chunks, self.finish, self.n_acc, self.dtype = chunks, finish, n_acc, dtype
         self.needs_finish = needs_finish
+        self._timed: dict[tuple[int, int], tuple[list[float], list[float]]] = {}   # serial, split
+        self._split: dict[tuple[int, int], bool] = {}
+
+    def _use_threads(self, n: int, threads: int) -> tuple[bool, list[float] | None]:
+        """Split over ``threads`` threads? And the list to append this call's time to, while
+        the choice for (n, threads) is still being timed."""
+        if not AUTO_THREADS:
+            return True, None
+        key = (n, threads)
+        split = self._split.get(key)
+        if split is not None:
+            return split, None
+        serial, threaded = self._timed.setdefault(key, ([], []))
+        if min(len(serial), len(threaded)) >= TUNE_CALLS:
+            split = self._split[key] = statistics.median(threaded) < statistics.median(serial)
+            return split, None
+        return (True, threaded) if len(threaded) < len(serial) else (False, serial)
 
     def __call__(self, n: int, lead: tuple, rows_out: tuple = (), flat_out: tuple = ()) -> Any:
         """``n`` samples; ``lead`` = (theta, [v,] data...); ``rows_out`` per-sample output arrays,
@@ -103,8 +135,10 @@ class KernelRunner:
         n_chunks = (n + chunk - 1) // chunk
         partials = np.empty((n_chunks, self.n_acc), dtype=self.dtype)
         threads = min(numba.get_num_threads(), n_chunks) if n_chunks > 1 else 1   # asking costs 3 µs
+        split, timing = self._use_threads(n, threads) if threads > 1 else (False, None)
         with blas_pinned:
-            if threads <= 1:
+            t0 = time.perf_counter()
+            if not split:
                 self.chunks(*lead, *rows_out, partials, 0, n_chunks)
             else:
                 bounds = [n_chunks * t // threads for t in range(threads + 1)]
@@ -112,6 +146,8 @@ class KernelRunner:
                            for c0, c1 in zip(bounds[:-1], bounds[1:]) if c1 > c0]
                 for f in futures:
                     f.result()
+            if timing is not None:
+                timing.append(time.perf_counter() - t0)
             if not self.needs_finish:
                 return None
             if self.n_acc:

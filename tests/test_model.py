@@ -58,7 +58,8 @@ def test_calls_agree(quick):
     assert sg.gradcheck(model, theta, X[:50], T[:50]) < 1e-5
 
 
-def test_reproducible_across_thread_counts(quick):
+def test_reproducible_across_thread_counts(quick, monkeypatch):
+    from symgrad import runner
     model, X, T = quick
     theta = model.init(seed=0)
     before = numba.get_num_threads()
@@ -66,11 +67,35 @@ def test_reproducible_across_thread_counts(quick):
         numba.set_num_threads(1)
         J1, g1 = model.value_and_grad(theta, X, T)
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        monkeypatch.setattr(runner, "AUTO_THREADS", False)   # split over the threads, even if slower
         J2, g2 = model.value_and_grad(theta, X, T)
     finally:
         numba.set_num_threads(before)
     assert J1 == J2
     np.testing.assert_array_equal(g1, g2)
+
+
+def test_threads_are_used_only_where_timing_says_they_pay(quick, monkeypatch):
+    """The first TUNE_CALLS calls each way are timed, then the faster way is kept; results never change."""
+    from symgrad import runner
+    model, X, T = quick
+    theta = model.init(seed=0)
+    before = numba.get_num_threads()
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one CPU: nothing to split")
+    monkeypatch.setattr(runner, "TUNE_CALLS", 2)
+    try:
+        numba.set_num_threads(2)
+        obj = model.bind(X, T)
+        ref = obj.value_and_grad(theta)
+        r = model._runner("value_and_grad")
+        key = (X.shape[0], 2)
+        for _ in range(6):
+            J, g = obj.value_and_grad(theta)
+            assert J == ref[0] and np.array_equal(g, ref[1])
+        assert key in r._split and all(len(t) == 2 for t in r._timed[key])
+    finally:
+        numba.set_num_threads(before)
 
 
 def test_float32(quick):

@@ -71,15 +71,15 @@ def test_chunk_rows_depends_on_n_only():
     for n in (1, 32, 64, 65, 256, 1000, 10000):
         c = chunk_rows(n, 100)
         n_chunks = -(-n // c)
-        assert 1 <= n_chunks <= 16 and c >= min(n, 32) and (n_chunks - 1) * c < n
+        assert 1 <= n_chunks <= 16 and c >= min(n, 64) and (n_chunks - 1) * c < n
 
 
 def test_chunk_rows_keeps_threads_busy_for_wide_networks():
     """A 1.3M-entry accumulator (W3's gradient and HVP) still splits a 512-row batch in 2 chunks."""
-    for n in (128, 512, 4096):
+    for n in (129, 512, 4096):
         c = chunk_rows(n, 1_339_414)
         assert -(-n // c) >= 2
-    assert chunk_rows(64, 1_339_414) == 64   # a small batch: one chunk, accumulators zeroed once
+    assert chunk_rows(128, 1_339_414) == 128   # a small batch: one chunk, accumulators zeroed once
 
 
 def test_blas_helpers_match_numpy():
