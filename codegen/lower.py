@@ -282,13 +282,22 @@ class _Lowering:
         (first, t1), (second, t2) = (sa.name, la[-1] != kc), (sb.name, lb[0] != kc)
         if m and n and out == n[0] + m[0]:
             (first, t1), (second, t2) = (second, not t2), (first, not t1)
-        call = f"{BLAS_HELPERS[(t1, t2)]}({first}, {second})"   # symgrad.runtime: compiled once per machine
+        helper = BLAS_HELPERS[(t1, t2)]   # symgrad.runtime: compiled once per machine
         st = self.store[a.out.name]
         reads = frozenset({sa.name, sb.name})
         comment = f"{a.out.name} = einsum('{a.op.spec}', {a.args[0].name}, {a.args[1].name})"
-        if st.kind == "acc":
-            return Line(f"add_into({st.name}_acc, {call})", comment, reads, frozenset({f'{st.name}_acc'}))
-        return Line(f"{st.name} = {call}", comment, reads, frozenset({st.name}))
+        if st.kind != "acc":
+            alloc = self.alloc(a.out, "rows" if a.out.batched else None)
+            return Line(f"{alloc.text}\n{helper}({first}, {second}, {st.name})", comment, reads,
+                        frozenset({st.name}))
+        acc = f"{st.name}_acc"
+        if a.out.name not in self.alias and a.out.name not in self.alias.values():
+            # the only term of this batch sum in the chunk: BLAS writes it in place
+            return Line(f"{helper}({first}, {second}, {acc})", comment, reads, frozenset({acc}))
+        term = self.name(f"{a.out.name}_term")   # one of several terms: computed, then added
+        alloc = self.alloc(a.out, None, term)
+        return Line(f"{alloc.text}\n{helper}({first}, {second}, {term})\nadd_into({acc}, {term})", comment,
+                    reads, frozenset({acc}))
 
     def emit_argmax(self, a: Assign, row: str | None) -> list[Stmt]:
         x = a.args[0]
@@ -340,8 +349,9 @@ class _Lowering:
         raise IRError(f"no lowering for {op!r}")  # pragma: no cover
 
     # ------------------------------------------------------------------ storage
-    def alloc(self, v: Value, rows: str | None) -> Line | None:
-        name = self.store[v.name].name
+    def alloc(self, v: Value, rows: str | None, name: str = "") -> Line | None:
+        """Allocation of ``v``'s array (under ``name`` if given)."""
+        name = name or self.store[v.name].name
         if self.cuda:   # a thread's own array: one row of a per-sample value, or a parameter-only one
             if not v.shape:
                 return None   # a per-row scalar is a plain local variable

@@ -151,27 +151,27 @@ def chunk_rows(n, n_acc):  # type: ignore[no-untyped-def]
 # --- array helpers: compiled once per machine (see the module docstring) -------------------
 
 @njit(cache=True, nogil=True)
-def dot_nn(a, b):  # type: ignore[no-untyped-def]
-    """a @ b (BLAS)."""
-    return np.dot(a, b)
+def dot_nn(a, b, out):  # type: ignore[no-untyped-def]
+    """out = a @ b (BLAS, written in place: no temporary)."""
+    np.dot(a, b, out)
 
 
 @njit(cache=True, nogil=True)
-def dot_nt(a, b):  # type: ignore[no-untyped-def]
-    """a @ b.T (BLAS, b read transposed in place)."""
-    return np.dot(a, b.T)
+def dot_nt(a, b, out):  # type: ignore[no-untyped-def]
+    """out = a @ b.T (BLAS reads b transposed in place)."""
+    np.dot(a, b.T, out)
 
 
 @njit(cache=True, nogil=True)
-def dot_tn(a, b):  # type: ignore[no-untyped-def]
-    """a.T @ b (BLAS, a read transposed in place)."""
-    return np.dot(a.T, b)
+def dot_tn(a, b, out):  # type: ignore[no-untyped-def]
+    """out = a.T @ b (BLAS reads a transposed in place)."""
+    np.dot(a.T, b, out)
 
 
 @njit(cache=True, nogil=True)
-def dot_tt(a, b):  # type: ignore[no-untyped-def]
-    """a.T @ b.T (BLAS)."""
-    return np.dot(a.T, b.T)
+def dot_tt(a, b, out):  # type: ignore[no-untyped-def]
+    """out = a.T @ b.T."""
+    np.dot(a.T, b.T, out)
 
 
 @njit(cache=True, nogil=True)

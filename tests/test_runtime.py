@@ -86,10 +86,13 @@ def test_blas_helpers_match_numpy():
     from symgrad.runtime import BLAS_HELPERS, add_into, dot_nn, dot_nt, dot_tn, dot_tt, sum_rows
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((5, 3)), rng.standard_normal((3, 4))
-    np.testing.assert_allclose(dot_nn(a, b), a @ b, rtol=1e-14)
-    np.testing.assert_allclose(dot_nt(a, b.T.copy()), a @ b, rtol=1e-14)
-    np.testing.assert_allclose(dot_tn(a.T.copy(), b), a @ b, rtol=1e-14)
-    np.testing.assert_allclose(dot_tt(a.T.copy(), b.T.copy()), a @ b, rtol=1e-14)
+    acc = np.full(30, np.nan)
+    out = acc[5:25].reshape((5, 4))     # an accumulator view, as kernels pass: written in place
+    for f, x, y in ((dot_nn, a, b), (dot_nt, a, b.T.copy()), (dot_tn, a.T.copy(), b), (dot_tt, a.T.copy(), b.T.copy())):
+        out[:] = np.nan
+        f(x, y, out)
+        np.testing.assert_allclose(acc[5:25].reshape((5, 4)), a @ b, rtol=1e-14)
+    assert np.isnan(acc[:5]).all() and np.isnan(acc[25:]).all()
     assert set(BLAS_HELPERS.values()) == {"dot_nn", "dot_nt", "dot_tn", "dot_tt"}
     out = np.ones((5, 4))
     add_into(out, a @ b)
