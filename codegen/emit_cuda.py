@@ -4,9 +4,11 @@ The same IR as :mod:`codegen.emit_cpu` (lowered with ``target="cuda"``),
 printed for the device: each kernel is a ``@cuda.jit`` function, every
 computed line keeps the comment with its SymPy expression, and expressions go
 through :class:`~codegen.printer.CudaPrinter`. ``<kind>_chunks`` runs one
-thread per chunk of rows; the partial sums are reduced on the device by the
-module's ``reduce_partials`` (fixed order: reproducible), and ``<kind>``
-(the finish) runs in a single thread.
+thread per chunk of rows; a ``+=`` into an array the block shares
+(``Kernel.shared``) is printed as ``cuda.atomic.add``. The rows of partial
+sums are reduced on the device by the module's ``reduce_partials`` in a fixed
+order (the atomic adds inside a block have none), and ``<kind>`` (the finish)
+runs in a single thread.
 """
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | {
     "math", "np", "njit", "prange", "sigmoid", "softplus", "xlogy", "tanh", "expm1", "chunk_rows",
     "dot_nn", "dot_nt", "dot_tn", "dot_tt", "add_into", "sum_rows",
     "theta", "v", "grad", "out", "hv", "partials", "acc", "total", "chunk", "n_samples", "inv_n",
-    "c", "c0", "c1", "r", "r0", "r1", "rows", "i", "j", "k", "l", "m", "p", "best", "best_at"}
+    "c", "c0", "c1", "r", "r0", "r1", "rows", "i", "j", "k", "l", "m", "p", "q", "best", "best_at",
+    "cuda", "float32", "float64", "int64", "result", "reduce_partials"}
 
 
 class IRError(ValueError):

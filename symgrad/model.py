@@ -60,18 +60,18 @@ class _DataSpec:
 
     def __init__(self, name: str, role: str, shape: tuple[int, ...], classes: int) -> None:
         self.name, self.role, self.shape, self.classes = name, role, shape, classes
-        self._last: tuple[Any, np.ndarray] | None = None   # (object passed, converted array)
+        self._last: tuple[Any, tuple, Any] | None = None   # (array used as is, its shape, its dtype)
 
     def convert(self, x: Any, dtype: np.dtype, check_finite: bool, device: bool = False) -> np.ndarray:
         last = self._last
-        if last is not None and last[0] is x:
-            return last[1]
+        if last is not None and last[0] is x and x.shape == last[1] and x.dtype == last[2]:
+            return x   # (a shape or dtype set in place is checked again)
         if hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray":
             return self._device(x, dtype, device)   # (FakeCUDAArray: the CUDA simulator's)
         a = self._labels(x) if self.role == "labels" else self._real(x, dtype, check_finite)
         # the same array again is used as is, unchecked (a batch-32 call is ~20 µs); a converted
         # copy is made anew each call, so a change to x in place is never ignored
-        self._last = (x, a) if a is x else None
+        self._last = (x, x.shape, x.dtype) if a is x else None
         return a
 
     def _device(self, x: Any, dtype: np.dtype, device: bool) -> Any:

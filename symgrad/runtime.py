@@ -56,7 +56,7 @@ def _libm_free(ft: type, it: type, degree: int, ln2_hi: float, ln2_lo: float, cl
 
     @njit(cache=True, error_model="numpy")
     def expm1(y):  # type: ignore[no-untyped-def]
-        k = math.floor(y * log2e + half)
+        k = ft(math.floor(y * log2e + half))   # (math.floor gives an int64: keep float32 float32)
         r = (y - k * hi) - k * lo
         c = coef[0]
         for a in coef[1:]:

@@ -223,3 +223,17 @@ def test_label_errors():
         m.loss(th, X, np.array([0, -1, 2, 1]))
     with pytest.raises(sg.DataError, match="whole numbers"):
         m.loss(th, X, np.array([0.5, 1, 2, 1]))
+
+
+def test_an_array_changed_in_shape_or_dtype_in_place_is_checked_again(quick):
+    model, X, T = quick
+    X, T = X.copy(), T.copy()
+    theta = model.init(seed=0)
+    model.loss(theta, X, T)                            # X and T pass, and are remembered
+    X.shape = (X.shape[0] * 2, 2)                      # the same object, reshaped in place
+    with pytest.raises(sg.DataError, match="data 'x'"):
+        model.loss(theta, X, T)
+    X.shape = (X.shape[0] // 2, 4)
+    model.loss(theta, X, T)
+    X.dtype = np.int64                                 # reinterpreted in place: converted, not trusted
+    np.testing.assert_equal(model.loss(theta, X, T), model.loss(theta, X.astype(np.float64), T))

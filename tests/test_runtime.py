@@ -102,3 +102,11 @@ def test_blas_helpers_match_numpy():
     for row in p[1:]:
         want += row                     # row order: the bits sum_rows must reproduce
     assert np.array_equal(sum_rows(p), want)
+
+
+def test_float32_forms_compute_in_float32():
+    """No silent promotion to float64: the float32 forms keep float32 throughout (vector lanes)."""
+    from symgrad.runtime import _F32
+    for f in _F32:
+        assert f(np.float32(0.5)) == f(np.float32(0.5))   # compiled for float32
+        assert [str(s.return_type) for s in f.nopython_signatures] == ["float32"]

@@ -178,11 +178,12 @@ class LineSearchMethod(Optimizer):
         if np.array_equal(new, theta):
             raise Stop(f"{self.name}: the accepted step no longer changes theta (at the limit of "
                        "floating-point precision)")
-        if kind != "strong_wolfe" and not res_f < f0:
+        if kind == "armijo" and not res_f < f0:
             # f no longer resolves a decrease: Armijo's test holds with equality and would accept
             # steps forever; go on only while the gradient still shrinks (how Newton gets from
-            # ||g|| = 1e-8 to 1e-15). Strong Wolfe has its own rule for this (approximate Wolfe).
-            # The gradient at `new` is the next iteration's: the oracle keeps it, no extra pass.
+            # ||g|| = 1e-8 to 1e-15). Strong Wolfe has its own rule for this (approximate Wolfe);
+            # a full step (line_search=None) may raise f and ||g|| on its way (pure Newton on
+            # Rosenbrock). The gradient at `new` is the next iteration's: the oracle keeps it.
             _, g_new = self.oracle.value_and_grad(new)
             if not np.linalg.norm(g_new) < np.linalg.norm(g0):
                 raise Stop(f"{self.name}: steps no longer decrease the objective or the gradient "

@@ -286,3 +286,18 @@ def test_options_accept_numpy_numbers_and_check_c2_only_for_strong_wolfe(logreg)
     assert res.n_iter == 2
     with pytest.raises(ValueError, match="c1=0.95, c2=0.9"):
         minimize(p.model, p.theta0, *p.data, method="lbfgs", c1=0.95)
+
+
+def test_full_step_newton_may_climb_on_its_way():
+    """Pure Newton on Rosenbrock raises f and ||g|| at its first step, then converges: the
+    no-progress stop applies to Armijo searches only."""
+    import symgrad as sg
+    x = sg.input("x", 1)
+    a, b = sg.param("a", 1, init="zeros"), sg.param("b", 1, init="zeros")
+    rosen = sg.elementwise("rosen", lambda p, q: (1 - p) ** 2 + 100 * (q - p ** 2) ** 2)
+    model = sg.compile(sg.sum(rosen(a, b)) + 0 * sg.sum(x))
+    res = minimize(model, np.array([-1.2, 1.0]), np.zeros((4, 1)), method="newton", line_search=None,
+                   max_iter=50, tol=1e-10)
+    assert res.status == "converged" and res.n_iter <= 10
+    np.testing.assert_allclose(res.theta, [1.0, 1.0], atol=1e-8)
+    assert max(h["loss"] for h in res.history) > res.history[0]["loss"]   # it did climb
