@@ -8,8 +8,8 @@ Run from the repository root on a machine with an NVIDIA GPU::
 Workloads: W1..W4 of bench/kernels.py plus W1big (W1 at batch 65536). Per
 (workload, dtype) one process times, interleaved round by round (medians):
 symgrad ``value_and_grad`` and ``hvp`` on device-resident data
-(``model.to_device``; theta goes up and the result comes back each call, as
-the API does), PyTorch CUDA eager backward and ``torch.func.jvp(grad)``, and
+(``model.to_device``) with theta and v on the device too (a call returns
+device arrays and moves only the objective to the host), PyTorch CUDA eager backward and ``torch.func.jvp(grad)``, and
 JAX ``jit(value_and_grad)`` and ``jit(jvp(grad))`` when JAX sees a GPU.
 Every peer's loss, gradient and HVP is checked against symgrad's first; any
 disagreement aborts the run. Without a GPU the script stops and measures
@@ -55,22 +55,28 @@ class SymgradCuda:
     """symgrad's CUDA model with its data resident on the device."""
 
     def __init__(self, w: K.Workload, dtype: type, X: np.ndarray, T: np.ndarray) -> None:
+        from numba import cuda
         self.model = K.build_symgrad(w, dtype, backend="cuda")
-        self.theta = self.model.init(seed=0)
+        self.theta_host = self.model.init(seed=0)
         self.data = self.model.to_device(X, T)
-        self.v = np.random.default_rng(4).standard_normal(self.model.n_params).astype(dtype)
+        self.v_host = np.random.default_rng(4).standard_normal(self.model.n_params).astype(dtype)
+        self.theta, self.v = cuda.to_device(self.theta_host), cuda.to_device(self.v_host)
 
     def params(self) -> K.Grads:
-        return {k: np.array(a) for k, a in self.model.unflatten(self.theta).items()}
+        return {k: np.array(a) for k, a in self.model.unflatten(self.theta_host).items()}
 
-    def blocks(self, flat: np.ndarray) -> K.Grads:
+    def blocks(self, flat: Any) -> K.Grads:
+        flat = flat if isinstance(flat, np.ndarray) else flat.copy_to_host()
         return {k: np.array(a) for k, a in self.model.unflatten(flat).items()}
 
     def grad(self) -> object:
-        return self.model.value_and_grad(self.theta, *self.data)
+        return self.model.value_and_grad(self.theta, *self.data)   # the objective's copy synchronizes
 
     def hvp(self) -> object:
-        return self.model.hvp(self.theta, self.v, *self.data)
+        from numba import cuda
+        out = self.model.hvp(self.theta, self.v, *self.data)
+        cuda.synchronize()   # the product stays on the device: wait for it
+        return out
 
 
 class TorchCuda(C.Torch):
@@ -111,7 +117,7 @@ def row(w: K.Workload, dtype: type, peers: dict[str, Any], threads: common.Threa
     probe = K.build_symgrad(w, dtype)   # CPU twin: same init, used only to keep data off ReLU kinks
     X = K.avoid_relu_kinks(w, {k: np.array(a) for k, a in probe.unflatten(probe.init(seed=0)).items()}, X)
     sg = SymgradCuda(w, dtype, X, T)
-    params, v = sg.params(), sg.blocks(sg.v)
+    params, v = sg.params(), sg.blocks(sg.v_host)
     f, g = sg.model.value_and_grad(sg.theta, *sg.data)
     ref = (f, sg.blocks(g))
     ref_hv = sg.blocks(sg.model.hvp(sg.theta, sg.v, *sg.data))

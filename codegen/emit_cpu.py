@@ -47,7 +47,8 @@ def _stmt(s: Stmt, pr: NumbaPrinter, depth: int, out: list[str], shared: frozens
     elif isinstance(s, Loop):
         if s.comment:
             out.append(f"{pad}# {s.comment}")
-        bounds = s.stop if s.start == "0" else f"{s.start}, {s.stop}"
+        bounds = s.stop if s.start == "0" and s.step == "1" else f"{s.start}, {s.stop}"
+        bounds += f", {s.step}" if s.step != "1" else ""
         out.append(f"{pad}for {s.var} in range({bounds}):")
         for b in s.body:
             _stmt(b, pr, depth + 1, out, shared)
@@ -59,7 +60,7 @@ def _stmt(s: Stmt, pr: NumbaPrinter, depth: int, out: list[str], shared: frozens
 
 def emit_function(k: Kernel, decorator: str, pr: NumbaPrinter) -> str:
     """One kernel as a decorated Python function (the decorator picks the target)."""
-    lines = [decorator, f"def {k.name}({', '.join(k.params)}):"]
+    lines = ([decorator] if decorator else []) + [f"def {k.name}({', '.join(k.params)}):"]
     if k.doc:
         lines.append(f'    """{k.doc}"""')
     for s in k.body:

@@ -8,7 +8,9 @@ thread per chunk of rows; a ``+=`` into an array the block shares
 (``Kernel.shared``) is printed as ``cuda.atomic.add``. The rows of partial
 sums are reduced on the device by the module's ``reduce_partials`` in a fixed
 order (the atomic adds inside a block have none), and ``<kind>`` (the finish)
-runs in a single thread.
+runs in a single thread. A staged pass (wide layers) prints its row kernels
+``<kind>_rows<i>`` and, undecorated, the host function ``<kind>_chunks`` that
+launches them and the tiled GEMMs of :mod:`symgrad.cuda_runtime`.
 """
 from __future__ import annotations
 
@@ -24,7 +26,10 @@ _HEADER = '''\
 # float type: {float_type}; fastmath: {fastmath}
 import math
 
+import numpy as np
 from numba import cuda, float32, float64, int64
+
+from symgrad.cuda_runtime import THREADS_PER_BLOCK, add_partials, blocks_for, gemm, slot_index, stage_rows, zero
 
 
 @cuda.jit(cache=True)
@@ -41,7 +46,9 @@ def reduce_partials(partials, total):
 
 
 def emit_cuda_kernel(k: Kernel, float_type: str, fastmath: bool) -> str:
-    return emit_function(k, f"@cuda.jit(cache=True, fastmath={fastmath})", CudaPrinter(float_type))
+    """A device kernel (``@cuda.jit``), or plain Python for a staged pass's host driver."""
+    return emit_function(k, "" if k.host else f"@cuda.jit(cache=True, fastmath={fastmath})",
+                         CudaPrinter(float_type))
 
 
 def emit_cuda_module(kernels: list[Kernel], *, title: str, float_type: str, fastmath: bool,

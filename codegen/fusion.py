@@ -22,7 +22,7 @@ import sympy as sp
 
 from .kernel_ir import Compute, Line, Loop, Ref, Stmt, walk_refs
 
-__all__ = ["fuse_row_body", "drop_row_index"]
+__all__ = ["fuse_row_body", "drop_row_index", "reindex"]
 
 
 def _writes(loop: Loop) -> dict[str, tuple[str, ...]]:
@@ -50,7 +50,7 @@ def _nested(loop: Loop) -> bool:
 
 
 def _can_merge(a: Loop, b: Loop, vector: bool) -> bool:
-    if (a.var, a.start, a.stop) != (b.var, b.start, b.stop):
+    if (a.var, a.start, a.stop, a.step) != (b.var, b.start, b.stop, b.step):
         return False
     if vector and ((_nested(a) and _costly(b)) or (_nested(b) and _costly(a))):
         return False
@@ -80,7 +80,7 @@ def _merge(stmts: list[Stmt], vector: bool) -> list[Stmt]:
     return out
 
 
-def _rename(stmts: tuple[Stmt, ...] | list[Stmt], names: set[str],
+def reindex(stmts: tuple[Stmt, ...] | list[Stmt], names: set[str],
             keep: Callable[[tuple[str, ...]], tuple[str, ...]] = lambda index: ()) -> list[Stmt]:
     """References to ``names`` with their index replaced by ``keep(index)`` (default: none)."""
     def fix(r: Ref) -> Ref:
@@ -91,7 +91,7 @@ def _rename(stmts: tuple[Stmt, ...] | list[Stmt], names: set[str],
             out.append(Compute(fix(s.target), s.expr, tuple((sym, fix(r)) for sym, r in s.binds),
                                s.op, s.comment))
         elif isinstance(s, Loop):
-            out.append(replace(s, body=tuple(_rename(s.body, names, keep))))
+            out.append(replace(s, body=tuple(reindex(s.body, names, keep))))
         else:
             out.append(s)
     return out
@@ -124,10 +124,10 @@ def fuse_row_body(stmts: list[Stmt], row: str, candidates: set[str],
             else:
                 ok.discard(r.name)
     scalars = {n for n in ok if n in where and len(where[n]) == 1}
-    return _rename(fused, scalars), scalars
+    return reindex(fused, scalars), scalars
 
 
 def drop_row_index(stmts: list[Stmt], names: set[str], row: str) -> list[Stmt]:
     """``name[row, ...]`` -> ``name[...]`` for ``names``: arrays that hold one row at a time (a GPU
     thread's local arrays, reused for each of its rows)."""
-    return _rename(stmts, names, lambda index: index[1:] if index[:1] == (row,) else index)
+    return reindex(stmts, names, lambda index: index[1:] if index[:1] == (row,) else index)

@@ -52,11 +52,14 @@ class Line:
 
 @dataclass(frozen=True)
 class Loop:
+    """``for var in range(start, stop, step)``: a GPU grid-stride loop steps by the grid size."""
+
     var: str
     start: str
     stop: str
     body: tuple["Stmt", ...]
     comment: str = ""
+    step: str = "1"
 
 
 Stmt = Union[Compute, Line, Loop]
@@ -65,13 +68,18 @@ Stmt = Union[Compute, Line, Loop]
 @dataclass(frozen=True)
 class Kernel:
     """One generated function: name, parameters, body, docstring; ``shared`` names the arrays
-    every thread of a GPU block adds into (their ``+=`` is printed as an atomic add)."""
+    every thread of a GPU block adds into (their ``+=`` is printed as an atomic add); ``host``
+    marks plain Python that launches the GPU kernels (a staged CUDA pass), and ``arg_types``
+    gives each parameter's type where inspection cannot infer it ("f2": 2-D float array,
+    "i1": 1-D int64 array, "i": int64 scalar)."""
 
     name: str
     params: tuple[str, ...]
     body: tuple[Stmt, ...]
     doc: str = ""
     shared: frozenset[str] = frozenset()
+    host: bool = False
+    arg_types: tuple[str, ...] = ()
 
 
 def walk_refs(stmts: tuple[Stmt, ...] | list[Stmt]) -> Iterator[tuple[str, Ref, tuple[Loop, ...]]]:

@@ -32,11 +32,11 @@ from symgrad.ir import (BATCH, RESERVED, ArgMax, Assign, Detach, Einsum, Element
                         Program, Scatter, Value, arg_symbols)
 from symgrad.runtime import BLAS_HELPERS
 
-from .fusion import drop_row_index, fuse_row_body
-from .kernel_ir import Compute, Kernel, Line, Loop, Ref, Stmt
+from .fusion import drop_row_index, fuse_row_body, reindex
+from .kernel_ir import Compute, Kernel, Line, Loop, Ref, Stmt, walk_refs
 
 __all__ = ["Sink", "Lowered", "lower", "GEMM_MIN_WORK", "CHUNK_ESTIMATE", "TARGETS", "CUDA_LOCAL_MAX",
-           "CUDA_SHARED_ACC_BYTES"]
+           "CUDA_SHARED_ACC_BYTES", "CUDA_GEMM_MIN_WORK"]
 
 #: code targets of ``lower``
 TARGETS = ("cpu", "cuda")
@@ -48,6 +48,9 @@ CUDA_SHARED_ACC_BYTES = 40 * 1024
 #: allows 512 KiB of local memory per thread, and reserves it for every resident thread)
 CUDA_LOCAL_MAX = 32768
 
+#: multiply-adds per sample from which a CUDA contraction is a tiled GEMM launch (a 64x64 layer),
+#: and the network runs as a staged pass
+CUDA_GEMM_MIN_WORK = 4096
 #: multiply-adds below which a contraction is emitted as loops, not a BLAS call
 GEMM_MIN_WORK = 8192
 #: contraction length below which a BLAS call never pays (x @ W.T with 2 input features)
@@ -78,6 +81,15 @@ class _Store:
     acc_slot: int = 0      # first index in the accumulator (kind acc)
 
 
+@dataclass(frozen=True)
+class _RowStage:
+    """Staged CUDA: one fused loop over a chunk's rows, which becomes a row kernel (one GPU thread
+    per sample), and the allocations of its thread-local arrays."""
+
+    allocs: tuple[Line, ...]
+    loop: Loop
+
+
 class _Namer:
     def __init__(self, taken: set[str]) -> None:
         self.taken = set(taken) | RESERVED
@@ -101,6 +113,10 @@ class _Lowering:
                  flat_roles: frozenset[str], target: str = "cpu") -> None:
         self.program, self.sinks, self.ft = program, sinks, float_type
         self.cuda = target == "cuda"
+        self.staged = False       # CUDA: a sequence of launches (row kernels, tiled GEMMs), see lower()
+        self.stages: list[Stmt | _RowStage] = []   # staged: GEMM lines and row loops, in order
+        self.globals: dict[str, Value] = {}        # staged: per-sample arrays held in device memory
+        self.gemm_sums: set[str] = set()           # staged: accumulator views a GEMM adds into
         self.local_elements = 0   # CUDA: elements of thread-local arrays allocated so far
         self.dtype = f"np.{float_type}"
         self.flat_roles = flat_roles          # leaf roles held in a flat vector (param -> theta)
@@ -252,9 +268,15 @@ class _Lowering:
             body = [Compute(tgt, expr, binds, op, comment)]
         return self.loops(tuple(sizes[ch] for ch in out_l), out_idx, body)
 
-    def gemm(self, a: Assign) -> Line | None:
-        """The contraction as one np.dot over the chunk, if it is a GEMM worth calling."""
-        if self.cuda or not isinstance(a.op, Einsum) or len(a.args) != 2:
+    def gemm_plan(self, a: Assign, per_row: bool) -> tuple[str, bool, str, bool] | None:
+        """(first, transpose it, second, transpose it) when ``a`` is a GEMM worth a call.
+
+        ``per_row`` (a staged CUDA pass) weighs the work per sample against
+        ``CUDA_GEMM_MIN_WORK`` and takes only operands the host driver holds
+        (per-sample arrays and parameters); otherwise the work over a chunk of
+        ``CHUNK_ESTIMATE`` rows is weighed against ``GEMM_MIN_WORK``.
+        """
+        if not isinstance(a.op, Einsum) or len(a.args) != 2:
             return None
         (la, lb), out = _parse(a.op.spec)
         common = set(la) & set(lb)
@@ -270,22 +292,44 @@ class _Lowering:
             return None
         size = {}
         for letters, x in zip((la, lb), a.args):
-            dims = ((CHUNK_ESTIMATE,) if x.batched else ()) + x.shape
+            dims = ((1 if per_row else CHUNK_ESTIMATE,) if x.batched else ()) + x.shape
             size.update(zip(letters, dims))
         work = size[kc] * (size[m[0]] if m else 1) * (size[n[0]] if n else 1)
-        if work < GEMM_MIN_WORK or size[kc] < GEMM_MIN_DEPTH:
+        if work < (CUDA_GEMM_MIN_WORK if per_row else GEMM_MIN_WORK) or (kc != BATCH and size[kc] < GEMM_MIN_DEPTH):
             return None  # small or short contractions are cheaper fused into the loops around them
         sa, sb = (self.store[x.name] for x in a.args)
         if sa.kind != "array" or sb.kind != "array":
             return None
+        if per_row and not all(x.batched or (isinstance(self.by_name[x.name].op, Leaf)
+                                             and self.by_name[x.name].op.role in self.flat_roles) for x in a.args):
+            return None   # a parameter-only value computed in device code: the driver does not hold it
         # op(A) as (m, k), op(B) as (k, n); the output's letter order may ask for (B^T A^T)
         (first, t1), (second, t2) = (sa.name, la[-1] != kc), (sb.name, lb[0] != kc)
         if m and n and out == n[0] + m[0]:
             (first, t1), (second, t2) = (second, not t2), (first, not t1)
-        helper = BLAS_HELPERS[(t1, t2)]   # symgrad.runtime: compiled once per machine
+        return first, t1, second, t2
+
+    def gemm(self, a: Assign) -> Line | None:
+        """The contraction as one BLAS call over the chunk (a tiled GPU GEMM in a staged CUDA
+        pass), if it is a GEMM worth calling."""
+        if self.cuda and not self.staged:
+            return None
+        plan = self.gemm_plan(a, self.staged)
+        if plan is None:
+            return None
+        first, t1, second, t2 = plan
         st = self.store[a.out.name]
-        reads = frozenset({sa.name, sb.name})
+        reads = frozenset({first, second})
         comment = f"{a.out.name} = einsum('{a.op.spec}', {a.args[0].name}, {a.args[1].name})"
+        if self.staged:   # every term of a batch sum adds into its slots of total
+            out = f"{st.name}_acc" if st.kind == "acc" else st.name
+            if st.kind == "acc":
+                self.gemm_sums.add(out)
+            else:
+                self.globals.setdefault(st.name, a.out)
+            return Line(f"gemm({first}, {second}, {out}, {t1}, {t2}, {st.kind == 'acc'})", comment, reads,
+                        frozenset({out}))
+        helper = BLAS_HELPERS[(t1, t2)]   # symgrad.runtime: compiled once per machine
         if st.kind != "acc":
             alloc = self.alloc(a.out, "rows" if a.out.batched else None)
             return Line(f"{alloc.text}\n{helper}({first}, {second}, {st.name})", comment, reads,
@@ -302,10 +346,12 @@ class _Lowering:
     def emit_argmax(self, a: Assign, row: str | None) -> list[Stmt]:
         x = a.args[0]
         src = self.store[x.name].name
-        local = self.cuda and not isinstance(self.by_name[x.name].op, Leaf)   # a thread's row: no row index
+        # a thread's own row (no row index), unless a staged pass keeps it in device memory
+        local = self.cuda and not self.staged and not isinstance(self.by_name[x.name].op, Leaf)
         lead = f"{row}, " if x.batched and not local else ""
         best, at = self.name("best"), self.name("best_at")
-        dst = self.store[a.out.name].name if self.cuda and a.out.batched else str(self.ref(a.out, (), row))
+        dst = (self.store[a.out.name].name if self.cuda and not self.staged and a.out.batched
+               else str(self.ref(a.out, (), row)))
         text = (f"{best} = {src}[{lead}0]\n{at} = 0\n"
                 f"for i in range(1, {x.shape[0]}):\n"
                 f"    if {src}[{lead}i] > {best}:\n"
@@ -325,7 +371,8 @@ class _Lowering:
             return self.emit_argmax(a, row)
         if isinstance(op, Gather):
             v, idx = a.args
-            local = self.cuda and idx.batched and not isinstance(self.by_name[idx.name].op, Leaf)
+            local = (self.cuda and not self.staged and idx.batched
+                     and not isinstance(self.by_name[idx.name].op, Leaf))
             q = Ref(self.store[idx.name].name) if local else self.ref(idx, (), row)
             s = sp.Symbol("a0", real=True)
             vr = self.ref(v, (str(q),), row)
@@ -422,9 +469,9 @@ class _Lowering:
             out.extend(self.emit(a, None))
         return out
 
-    def batched_phase(self, sink_rows: list[tuple[Sink, Value]]) -> list[Stmt]:
+    def batched_phase(self, sink_rows: list[tuple[Sink, Value]]) -> list[Stmt | _RowStage]:
         self.phase_of_emit = "B"
-        body: list[Stmt] = []
+        body: list[Stmt | _RowStage] = []
         group: list[tuple[Assign, list[Stmt]]] = []
         protected = {self.store[v.name].name for _, v in sink_rows}
 
@@ -438,6 +485,20 @@ class _Lowering:
                            and self.store[v.name].name not in protected}
             fused, scalars = fuse_row_body(stmts, "r", local_names, vector=not self.cuda)
             kept = [v for v in defined if self.store[v.name].name not in scalars]
+            if self.staged:   # a row kernel: its own rows in thread-local arrays, the rest in device memory
+                in_lines = set().union(*(x.reads | x.writes for x in stmts if isinstance(x, Line)))
+                own = [v for v in kept if self.store[v.name].name in local_names - in_lines]
+                for v in kept:
+                    if v not in own:
+                        self.globals.setdefault(self.store[v.name].name, v)
+                fused = drop_row_index(fused, {self.store[v.name].name for v in own}, "r")
+                self.local_elements = 0
+                allocs = [ln for ln in (self.alloc(v, "rows") for v in own) if ln is not None]
+                body.append(_RowStage(tuple(allocs), Loop("r", "cuda.grid(1)", "rows", tuple(fused),
+                                                          step="cuda.gridsize(1)")))
+                group.clear()
+                members.clear()
+                return
             if self.cuda:
                 fused = drop_row_index(fused, {self.store[v.name].name for v in kept}, "r")
             for v in kept:
@@ -531,10 +592,15 @@ class Lowered:
     finish: Kernel
     n_acc: int
     block_sums: bool = False   # CUDA: partials has one row per block (shared-memory sums), not per thread
+    stages: tuple[Kernel, ...] = ()   # CUDA, staged: the row kernels ``chunks`` (host code) launches
+
+    @property
+    def staged(self) -> bool:
+        return bool(self.stages)
 
     @property
     def kernels(self) -> list[Kernel]:
-        return ([self.chunks] if self.chunks is not None else []) + [self.finish]
+        return [*self.stages] + ([self.chunks] if self.chunks is not None else []) + [self.finish]
 
 
 def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: str,
@@ -574,17 +640,32 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
                 view = f"{arr}[{off}]" if not shape else _view(arr, off, shape)
                 head.append(Line(f"{a.out.name} = {view}", f"{role} {a.op.label!r}"))
     itemsize = 8 if float_type == "float64" else 4
-    block_sums = cuda and 0 < n_acc * itemsize <= CUDA_SHARED_ACC_BYTES
+    # CUDA: a wide layer, or more sums than a block's shared memory holds, makes a staged pass
+    L.staged = cuda and (n_acc * itemsize > CUDA_SHARED_ACC_BYTES or any(
+        L.phase[a.out.name] == "B" and L.gemm_plan(a, True) is not None for a in L.assigns))
+    block_sums = cuda and not L.staged and 0 < n_acc * itemsize <= CUDA_SHARED_ACC_BYTES
     phase_a = L.unbatched_phase("A")
     sink_rows = [(s, program.output(s.key)) for s in sinks if s.kind == "rows"]
     chunk_body = L.batched_phase(sink_rows)
     out_arrays = list(dict.fromkeys(s.array for s in sinks if s.kind != "return"))
     chunks = None
+    stage_kernels: list[Kernel] = []
     reduction: list[Stmt] = []
     views: list[Stmt] = []
     if chunk_body:
         if not data_args:
             raise IRError("per-sample values but no data arguments")
+    # staged: gradient blocks that are batch sums as they stand are copied on the device by the
+    # host driver (cuMemcpy), not element by element in the single-thread finish
+    copied = [s for s in sinks if L.staged and s.kind == "flat" and program.output(s.key).shape
+              and L.store[program.output(s.key).name].kind == "acc"]
+    if chunk_body and L.staged:
+        flat_out = [a for a in out_arrays if a not in [s.array for s, _ in sink_rows]]
+        chunks, stage_kernels = _staged_pass(L, name, chunk_body, head, phase_a, data_args,
+                                             list(flat_leaves.values()), sink_rows, n_acc, float_type,
+                                             flat_out, [(s, L.store[program.output(s.key).name].acc_slot)
+                                                        for s in copied])
+    elif chunk_body:
         pre: list[Stmt] = [Line("r0 = c * chunk"), Line("r1 = min(r0 + chunk, n_samples)"),
                            Line("rows = r1 - r0")]
         for arg, a in data_args:
@@ -592,10 +673,9 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
                 pre.append(Line(f"{L.store[a.out.name].name} = {arg}[r0:r1]"))
         acc_views: list[str] = []
         if n_acc:
-            if not block_sums:
+            if not block_sums:   # the CPU (a GPU pass with more sums than a block holds is staged)
                 pre.append(Line("acc = partials[c]", "this chunk's private share of every sum over the batch"))
-                pre.append(Loop("q", "0", str(n_acc), (Compute(Ref("acc", ("q",)), sp.S.Zero),)) if cuda
-                           else Line("acc[:] = 0"))
+                pre.append(Line("acc[:] = 0"))
             for a in L.assigns:
                 st = L.store.get(a.out.name)
                 if (st is not None and st.kind == "acc" and a.out.shape and L.phase[a.out.name] == "B"
@@ -620,9 +700,9 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
             body = head + _needed(phase_a, pre, chunk_body) + [
                 Line("c = cuda.grid(1)", "this thread's chunk of rows"),
                 Line("if c * chunk >= n_samples:\n    return"), *pre, *chunk_body]
-            params = inputs + rows_out + ["partials", "chunk"]
+            params = inputs + rows_out + ["chunk"]
             chunk_doc = (f"Rows c*chunk..(c+1)*chunk of {name} in GPU thread c, all its per-sample work "
-                   "fused; thread c writes its sums to partials[c] and nothing else.")
+                         "fused (no sums over the batch: each thread writes its own rows).")
         else:
             body = head + phase_a + [
                 Line(f"chunk = chunk_rows(n_samples, {n_acc})",
@@ -633,23 +713,24 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
                    "sums to partials[c] and nothing else, so chunks may run in parallel.")
         chunks = Kernel(f"{name}_chunks", tuple(params), tuple(body), chunk_doc,
                         frozenset({"acc", *acc_views}) if block_sums else frozenset())
-        if n_acc:
-            if not cuda:   # on the GPU the partial sums are reduced by a kernel of their own
-                reduction.append(Line("total = sum_rows(partials)",
-                                      "chunk sums added in chunk order: reproducible for any thread count"))
-            viewed = set()
-            for a in L.assigns:
-                st = L.store.get(a.out.name)
-                if st is not None and st.kind == "acc" and a.out.shape:
-                    if st.name not in viewed:
-                        viewed.add(st.name)
-                        views.append(Line(f"{st.name} = {_view('total', st.acc_slot, a.out.shape)}"))
-                elif st is not None and st.kind == "acc":
-                    views.append(Line(f"{st.name} = total[{st.acc_slot}]"))
-                    L.store[a.out.name] = _Store("scalar", st.name)
+    if chunk_body and n_acc:
+        if not cuda:   # on the GPU the partial sums are reduced by a kernel of their own
+            reduction.append(Line("total = sum_rows(partials)",
+                                  "chunk sums added in chunk order: reproducible for any thread count"))
+        viewed = set()
+        for a in L.assigns:
+            st = L.store.get(a.out.name)
+            if st is not None and st.kind == "acc" and a.out.shape:
+                if st.name not in viewed:
+                    viewed.add(st.name)
+                    views.append(Line(f"{st.name} = {_view('total', st.acc_slot, a.out.shape)}"))
+            elif st is not None and st.kind == "acc":
+                views.append(Line(f"{st.name} = total[{st.acc_slot}]"))
+                L.store[a.out.name] = _Store("scalar", st.name)
     phase_c = L.unbatched_phase("C")
     outs = [s for s in sinks if s.kind in ("flat", "return")]
-    tail = phase_c + [L.sink_stmt(s, program.output(s.key)) for s in outs if s.kind == "flat"] + \
+    tail = phase_c + [L.sink_stmt(s, program.output(s.key)) for s in outs
+                      if s.kind == "flat" and s not in copied] + \
         [L.sink_stmt(s, program.output(s.key)) for s in outs if s.kind == "return"]
     # only the views and phase-A values the finish reads (a gradient sum goes to grad as a flat slice)
     defs = head + views + (phase_a if chunk_body else [])
@@ -662,7 +743,126 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
     if cuda and any(s.kind == "return" for s in sinks):
         params.append("result")
     fin = Kernel(name, tuple(dict.fromkeys(params)), tuple(finish), doc)
-    return Lowered(chunks, fin, n_acc, block_sums and chunks is not None)
+    return Lowered(chunks, fin, n_acc, block_sums and chunks is not None, tuple(stage_kernels))
+
+
+def _staged_pass(L: _Lowering, name: str, stages: list[Stmt | _RowStage], head: list[Stmt],
+                 phase_a: list[Stmt], data_args: list[tuple[str, Assign | None]], flat: list[str],
+                 sink_rows: list[tuple[Sink, Value]], n_acc: int, ft: str, flat_out: list[str],
+                 copies: list[tuple[Sink, int]]) -> tuple[Kernel, list[Kernel]]:
+    """A staged CUDA pass: one device kernel per row loop, and the host driver that runs them,
+    with the tiled GEMMs between them, over chunks of the batch.
+
+    Intermediates that cross a kernel boundary live in device memory, one row per sample. A row
+    kernel's sums go to block sums (in shared memory when they fit, else in the block's row of
+    partials), which ``add_partials`` adds into ``total`` in block order; a GEMM over the batch
+    adds its product into ``total`` itself. ``total`` is zeroed once, and every term is added in
+    an order fixed by the batch size.
+    """
+    itemsize = 8 if ft == "float64" else 4
+    views: dict[str, tuple[int, tuple[int, ...]]] = {}   # accumulator view -> (first slot, shape)
+    for a in L.assigns:
+        st = L.store.get(a.out.name)
+        if (st is not None and st.kind == "acc" and a.out.shape and L.phase[a.out.name] == "B"
+                and a.out.name not in L.alias):
+            views[f"{st.name}_acc"] = (st.acc_slot, a.out.shape)
+    slices = [Line(f"{L.store[a.out.name].name} = {arg}[r0:r1]") for arg, a in data_args
+              if a is not None and a.out.name in L.store]
+    types = dict.fromkeys(flat, "f1") | {"r0": "i", "r1": "i"}
+    for arg, a in data_args:
+        types[arg] = "i1" if a is None or a.out.kind == "index" else f"f{1 + len(a.out.shape)}"
+    for g, v in L.globals.items():
+        types[g] = ("i" if v.kind == "index" else "f") + str(1 + len(v.shape))
+    rows_out = list(dict.fromkeys(s.array for s, _ in sink_rows))
+    for s, v in sink_rows:
+        types[s.array] = "f2" if s.size else f"f{1 + len(v.shape)}"
+    from_driver = flat + [arg for arg, _ in data_args] + list(L.globals) + rows_out
+    kernels: list[Kernel] = []
+    allocs: list[Stmt] = []
+    launches: list[Stmt] = []
+    for st in stages:
+        if isinstance(st, Line):
+            launches.append(st)
+            continue
+        kname = f"{name}_rows{len(kernels) + 1}"
+        part = f"partials_{len(kernels) + 1}"
+        sums: list[tuple[int, int, str]] = []   # (first slot, slots, view name or "") this kernel adds to
+        for kind, r, _ in walk_refs([st.loop]):
+            if kind == "write" and r.name == "acc":
+                sums.append((int(r.index[0]), 1, ""))
+            elif kind == "write" and r.name in views:
+                size = 1
+                for d in views[r.name][1]:
+                    size *= d
+                sums.append((views[r.name][0], size, r.name))
+        sums = sorted(set(sums))
+        local, view_lines, n_sums = {}, [], 0
+        for g, size, v in sums:
+            if v:
+                view_lines.append(Line(f"{v} = {_view('acc', n_sums, views[v][1])}"))
+            else:
+                local[str(g)] = str(n_sums)
+            n_sums += size
+        loop = reindex([st.loop], {"acc"}, lambda index: (local.get(index[0], index[0]),))[0]
+        core: list[Stmt] = [*st.allocs, *view_lines, loop]
+        pre = head + phase_a + [Line("rows = r1 - r0")] + slices
+        fits = n_sums * itemsize <= CUDA_SHARED_ACC_BYTES
+        if n_sums and fits:
+            each = f"for q in range(cuda.threadIdx.x, {n_sums}, cuda.blockDim.x):\n"
+            core = [Line(f"acc = cuda.shared.array({n_sums}, {ft})\n{each}    acc[q] = 0\ncuda.syncthreads()",
+                         "this block's sums over its rows, in shared memory"), *core,
+                    Line(f"cuda.syncthreads()\n{each}    {part}[cuda.blockIdx.x, q] = acc[q]",
+                         "the block's sums: its row of partials")]
+        elif n_sums:
+            core = [Line(f"acc = {part}[cuda.blockIdx.x]", "this block's sums (too many for shared memory): "
+                         "its row of partials, zeroed by the driver"), *core]
+        body = _needed(pre, core) + core
+        used = _names_in(body)
+        params = [p for p in from_driver + ([part] if n_sums else []) if p in used] + ["r0", "r1"]
+        types[part] = "f2"
+        what = (f"its block sums to {part}[block] ({'shared memory' if fits else 'device memory'}, "
+                "added atomically)") if n_sums else "no sums"
+        kernels.append(Kernel(kname, tuple(params), tuple(body),
+                              f"Row kernel {len(kernels) + 1} of {name}: rows r0..r1 of the batch, one GPU "
+                              f"thread per sample (grid-stride), the per-sample work fused; {what}.",
+                              frozenset({"acc", *(v for _, _, v in sums if v)}) if n_sums else frozenset(),
+                              arg_types=tuple(types[p] for p in params)))
+        if n_sums:
+            allocs += [Line(f"{part} = cuda.device_array((blocks_for(chunk), {n_sums}), np.{ft})"),
+                       Line(f"slots_{len(kernels)} = slot_index({tuple((g, k) for g, k, _ in sums)})",
+                            "where its block sums go in total")]
+        launches += ([Line(f"zero({part}[:blocks])")] if n_sums and not fits else []) + [
+            Line(f"{kname}[blocks, THREADS_PER_BLOCK]({', '.join(params)})")] + (
+            [Line(f"add_partials({part}[:blocks], total, slots_{len(kernels)})")] if n_sums else [])
+    row_bytes = 0
+    bufs: list[Stmt] = []
+    for g, v in L.globals.items():
+        size = 1
+        for d in v.shape:
+            size *= d
+        row_bytes += 8 * size if v.kind == "index" else itemsize * size
+        shape = ", ".join(("chunk",) + tuple(str(d) for d in v.shape))
+        bufs.append(Line(f"{g}_buf = cuda.device_array(({shape}{',' if not v.shape else ''}), "
+                         f"np.{'int64' if v.kind == 'index' else ft})"))
+    used = _names_in(launches)
+    loop = Loop("r0", "0", "n_samples", tuple(
+        [Line("r1 = min(r0 + chunk, n_samples)"), Line("rows = r1 - r0"), Line("blocks = blocks_for(rows)")]
+        + [ln for ln in slices if ln.text.split(" = ")[0] in used]
+        + [Line(f"{g} = {g}_buf[:rows]") for g in L.globals] + launches),
+        "chunks of the batch, in order", step="chunk")
+    sums_of_gemms = [Line(f"{v} = {_view('total', *views[v])}") for v in sorted(L.gemm_sums)]
+    setup: list[Stmt] = [Line(f"chunk = stage_rows(n_samples, {row_bytes})",
+                              "rows per chunk: what the device-memory budget holds (depends on N only)"),
+                         *bufs, *allocs] + ([Line("zero(total)")] if n_acc else []) + sums_of_gemms
+    copy = [Line(f"{s.array}[{s.offset}:{s.offset + s.size}].copy_to_device(total[{slot}:{slot + s.size}])",
+                 s.key) for s, slot in copies]
+    body = _needed(head, setup + [loop]) + setup + [loop] + copy
+    params = flat + [arg for arg, _ in data_args] + rows_out + flat_out + (["total"] if n_acc else [])
+    driver = Kernel(f"{name}_chunks", tuple(params), tuple(body),
+                    f"Host side of {name} on the GPU: over chunks of the batch, the row kernels (one thread "
+                    "per sample) and the tiled GEMMs between them, in order; sums over the batch end in "
+                    "total, and those that are outputs as they stand are copied on the device.", host=True)
+    return driver, kernels
 
 
 def _names_in(stmts: list[Stmt]) -> set[str]:

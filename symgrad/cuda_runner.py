@@ -12,9 +12,11 @@ threads of a block add their rows' contributions there atomically and the
 block writes one row of ``partials``: one thread per sample up to the
 budget below. The order of the atomic adds inside a block varies from run
 to run, so the last bits of a sum can too; the sums over blocks keep their
-order. Wider networks give each thread its own row of ``partials``
-(race-free and reproducible), and the budget for ``partials`` then limits
-the thread count. Tiled contractions for wide layers are not built yet.
+order. A network with wide layers (or more sums than shared memory holds)
+runs staged: ``chunks`` is then generated host code that launches row
+kernels and tiled GEMMs (``Lowered.staged``, :mod:`symgrad.cuda_runtime`)
+and leaves the sums in ``total``. Kinds with no sums over the batch
+(predict, jacobian) of narrow networks give each thread its own rows.
 """
 from __future__ import annotations
 
@@ -50,9 +52,9 @@ class CudaKernelRunner:
     """Calls ``chunks`` (one thread per chunk), the reduction, then ``finish`` on the device."""
 
     def __init__(self, chunks: Any, finish: Any, reduce: Any, n_acc: int, dtype: np.dtype, needs_finish: bool,
-                 returns: bool, block_sums: bool = False) -> None:
+                 returns: bool, staged: bool = False) -> None:
         self.chunks, self.finish, self.reduce, self.n_acc, self.dtype = chunks, finish, reduce, n_acc, dtype
-        self.needs_finish, self.returns, self.block_sums = needs_finish, returns, block_sums
+        self.needs_finish, self.returns, self.staged = needs_finish, returns, staged
 
     @staticmethod
     def _device(a: Any) -> Any:
@@ -67,7 +69,8 @@ class CudaKernelRunner:
 
     def __call__(self, n: int, lead: tuple, rows_out: tuple = (), flat_out: tuple = ()) -> Any:
         """``n`` samples; ``lead`` = (theta, [v,] data...), host or device; ``rows_out`` and
-        ``flat_out`` are host arrays that receive the results."""
+        ``flat_out`` receive the results (host arrays are copied back; device ones, made for a
+        device theta, are written in place)."""
         ok, why = cuda_status()
         if not ok:
             raise RuntimeError(f"backend='cuda' cannot run kernels here: {why}. The generated source "
@@ -77,26 +80,31 @@ class CudaKernelRunner:
         d_lead = [self._device(a) for a in lead]
         total = None
         d_rows = [cuda.device_array(a.shape, dtype=a.dtype) for a in rows_out]
-        if self.chunks is not None:
-            width = max(self.n_acc, 1)
-            rows_max = PARTIALS_BUDGET // (width * self.dtype.itemsize)   # rows of partials
-            threads_max = max(1, min(n, rows_max * THREADS_PER_BLOCK if self.block_sums else rows_max))
-            chunk = math.ceil(n / threads_max)
-            n_chunks = math.ceil(n / chunk)
-            blocks = math.ceil(n_chunks / THREADS_PER_BLOCK)
-            partials = cuda.device_array((blocks if self.block_sums else n_chunks, width), dtype=self.dtype)
+        # outputs already on the device (a device theta's gradient) are written in place
+        host_flat = [not (cuda.devicearray.is_cuda_ndarray(a) or type(a).__name__ == "FakeCUDAArray")
+                     for a in flat_out]
+        d_flat = [cuda.device_array(a.shape, dtype=a.dtype) if h else a for a, h in zip(flat_out, host_flat)]
+        if self.chunks is not None and self.staged:   # host code: launches, GEMMs, sums into total
+            total = cuda.device_array(self.n_acc, dtype=self.dtype) if self.n_acc else None
+            self.chunks(*d_lead, *d_rows, *d_flat, *([total] if total is not None else []))
+        elif self.chunks is not None and self.n_acc:   # block sums: up to the budget for partials
+            rows_max = PARTIALS_BUDGET // (self.n_acc * self.dtype.itemsize)
+            chunk = math.ceil(n / max(1, min(n, rows_max * THREADS_PER_BLOCK)))
+            blocks = math.ceil(math.ceil(n / chunk) / THREADS_PER_BLOCK)
+            partials = cuda.device_array((blocks, self.n_acc), dtype=self.dtype)
             self.chunks[blocks, THREADS_PER_BLOCK](*d_lead, *d_rows, partials, chunk)
-            if self.n_acc:
-                total = cuda.device_array(self.n_acc, dtype=self.dtype)
-                self.reduce[math.ceil(self.n_acc / THREADS_PER_BLOCK), THREADS_PER_BLOCK](partials, total)
+            total = cuda.device_array(self.n_acc, dtype=self.dtype)
+            self.reduce[math.ceil(self.n_acc / THREADS_PER_BLOCK), THREADS_PER_BLOCK](partials, total)
+        elif self.chunks is not None:   # no sums over the batch: one thread per sample
+            self.chunks[math.ceil(n / THREADS_PER_BLOCK), THREADS_PER_BLOCK](*d_lead, *d_rows, 1)
         for host, dev in zip(rows_out, d_rows):
             dev.copy_to_host(host)
         if not self.needs_finish:
             return None
-        d_flat = [cuda.device_array(a.shape, dtype=a.dtype) for a in flat_out]
         result = cuda.device_array(1, dtype=self.dtype)
         args = [*d_lead, *d_flat] + ([total] if total is not None else []) + ([result] if self.returns else [])
         self.finish[1, 1](*args)
-        for host, dev in zip(flat_out, d_flat):
-            dev.copy_to_host(host)
+        for host, dev, h in zip(flat_out, d_flat, host_flat):
+            if h:
+                dev.copy_to_host(host)
         return result.copy_to_host()[0] if self.returns else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -26,7 +27,7 @@ from .runner import KernelRunner
 if TYPE_CHECKING:
     from codegen.lower import Lowered, Sink
 
-__all__ = ["Model", "Objective", "compile", "DataError", "KINDS", "BACKENDS"]
+__all__ = ["Model", "Objective", "compile", "DataError", "KINDS", "BACKENDS", "on_device"]
 
 #: where the kernels run: Numba CPU (``@njit``) or numba-cuda (``@cuda.jit``)
 BACKENDS = ("cpu", "cuda")
@@ -37,12 +38,31 @@ class DataError(ValueError):
 
 
 def _runtime_hash() -> str:
-    import inspect
-
+    """The helpers generated modules import (CPU and CUDA), read as text: a change to them must
+    change the cache key, and reading does not import numba.cuda."""
     from codegen.cache import cache_key
+    here = Path(__file__).parent
+    return cache_key(*((here / f).read_text() for f in ("runtime.py", "cuda_runtime.py")))
 
-    from . import runtime
-    return cache_key(inspect.getsource(runtime))
+
+def on_device(x: Any) -> bool:
+    """Is ``x`` a GPU array (numba-cuda, CuPy, PyTorch: anything with
+    ``__cuda_array_interface__``, or the CUDA simulator's fake device array)?"""
+    return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
+
+
+def _as_caller(out: Any, like: Any) -> Any:
+    """A numba-cuda device array ``out`` as the caller's array type (``like``'s), without a copy:
+    a CuPy theta gets CuPy results, so that NumPy functions and operators dispatch to the GPU
+    (how the optimizers run there unchanged); a PyTorch one gets tensors."""
+    lib = type(like).__module__.split(".")[0]
+    if lib == "cupy":
+        import cupy
+        return cupy.asarray(out)
+    if lib == "torch":
+        import torch
+        return torch.as_tensor(out, device="cuda")
+    return out
 
 
 class _DataSpec:
@@ -66,8 +86,8 @@ class _DataSpec:
         last = self._last
         if last is not None and last[0] is x and x.shape == last[1] and x.dtype == last[2]:
             return x   # (a shape or dtype set in place is checked again)
-        if hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray":
-            return self._device(x, dtype, device)   # (FakeCUDAArray: the CUDA simulator's)
+        if on_device(x):
+            return self._device(x, dtype, device)
         a = self._labels(x) if self.role == "labels" else self._real(x, dtype, check_finite)
         # the same array again is used as is, unchecked (a batch-32 call is ~20 µs); a converted
         # copy is made anew each call, so a change to x in place is never ignored
@@ -240,7 +260,35 @@ class Model:
             theta[off:off + size] = value.ravel()
         return theta
 
+    def _device_vector(self, a: Any, what: str) -> Any:
+        """A flat vector on the GPU, used in place: shape and dtype checked, values not read."""
+        if self.backend != "cuda":
+            raise DataError(f"{what} is a GPU array but the model runs on the CPU; copy it to the host "
+                            "or compile with backend='cuda'")
+        shape, dt = tuple(a.shape), np.dtype(str(a.dtype).replace("torch.", ""))
+        if shape != (self.n_params,) or dt != self.dtype:
+            raise DataError(f"{what}: expected a device vector of {self.n_params} {self.dtype} entries "
+                            f"({', '.join(self.param_names)}), got shape {shape} and dtype {dt} (convert it "
+                            "on the device first)")
+        return a
+
+    def _out(self, like: Any, shape: tuple[int, ...]) -> Any:
+        """An output array: on the device when ``like`` (theta) is, else on the host."""
+        if on_device(like):
+            from numba import cuda
+            return cuda.device_array(shape, dtype=self.dtype)
+        return np.empty(shape, dtype=self.dtype)
+
+    def _like(self, theta: Any, host: np.ndarray) -> Any:
+        """A host result returned where theta lives (the caller's device array type)."""
+        if not on_device(theta):
+            return host
+        from numba import cuda
+        return _as_caller(cuda.to_device(np.ascontiguousarray(host)), theta)
+
     def _theta(self, theta: Any, copy_ok: bool = True) -> np.ndarray:
+        if on_device(theta):
+            return self._device_vector(theta, "theta")
         a = np.asarray(theta)
         if a.ndim != 1 or a.shape[0] != self.n_params:
             raise DataError(f"theta: expected a flat vector of {self.n_params} parameters "
@@ -310,7 +358,7 @@ class Model:
                 from .cuda_runner import CudaKernelRunner
                 r = CudaKernelRunner(chunks, getattr(module, kind), module.reduce_partials, low.n_acc, self.dtype,
                                      needs_finish, returns="objective" in spec.outputs,
-                                     block_sums=low.block_sums)
+                                     staged=low.staged)
             else:
                 r = KernelRunner(chunks, getattr(module, kind), low.n_acc, self.dtype, needs_finish)
             self._runners[kind] = r
@@ -371,7 +419,7 @@ class Model:
         n = _rows(d)
         out = np.empty((n,) + self._output_shape, dtype=self.dtype)
         self._call("predict", n, (t, *d), rows_out=(out,))
-        return out
+        return self._like(theta, out)
 
     # ------------------------------------------------------------------ second order
     def hvp(self, theta: Any, v: Any, *data: Any, **named: Any) -> np.ndarray:
@@ -411,7 +459,7 @@ class Model:
             self._call("jacobian", n, (t, *d, u.reshape((n,) + self._output_shape)), rows_out=(rows,))
             jac[:, k] = rows
             u[:, k] = 0
-        return jac.reshape((n,) + self._output_shape + (self.n_params,))
+        return self._like(theta, jac.reshape((n,) + self._output_shape + (self.n_params,)))
 
     def scipy_objective(self, *data: Any, **named: Any) -> tuple[Callable, Callable, Callable]:
         """``(fun, jac, hessp)`` for ``scipy.optimize.minimize`` on this data (checked once).
@@ -439,6 +487,8 @@ class Model:
         return fun, jac, hessp
 
     def _vector(self, v: Any, what: str) -> np.ndarray:
+        if on_device(v):
+            return self._device_vector(v, what)
         a = np.asarray(v)
         if a.ndim != 1 or a.shape[0] != self.n_params:
             raise DataError(f"{what}: expected a flat vector of {self.n_params} entries (like theta), "
@@ -462,8 +512,8 @@ class Model:
         self._check_kind(kind)
         import inspect
         module = self._group(_KIND_SPECS[kind].group).module
-        return "\n\n".join(inspect.getsource(getattr(module, k.name).py_func)
-                           for k in self._lowered(kind).kernels)
+        fns = (getattr(module, k.name) for k in self._lowered(kind).kernels)
+        return "\n\n".join(inspect.getsource(getattr(f, "py_func", f)) for f in fns)   # host code: plain
 
     def derivation(self, kind: str = "value_and_grad") -> Derivation:
         """The derived program of a kernel kind: forward assignments, adjoints, tangents;
@@ -499,7 +549,8 @@ class Model:
                 args.append(np.zeros((n,) + self._output_shape, dtype=ft))
             elif kind == "jacobian":
                 args.append(np.zeros((n, p), dtype=ft))
-            args += [np.zeros((1, max(low.n_acc, 1)), dtype=ft)]
+            if self.backend == "cpu" or low.n_acc:
+                args += [np.zeros((1, max(low.n_acc, 1)), dtype=ft)]
             args += [1] if self.backend == "cuda" else [0, 1]
         else:
             args += [np.zeros(p, dtype=ft) for o in spec.outputs if o in _FLAT_ARRAYS]
@@ -525,8 +576,8 @@ class Model:
         return d
 
     def ptx(self, kind: str = "value_and_grad", cc: tuple[int, int] = (8, 0)) -> str:
-        """PTX of a kind's CUDA kernels (per-chunk kernel, then finish) for compute capability
-        ``cc``; needs no GPU, but numba-cuda with NVVM (``pip install -e '.[cuda]'``) and no
+        """PTX of a kind's CUDA kernels (the row kernels of a staged pass, or the per-chunk
+        kernel, then the finish) for compute capability ``cc``; needs no GPU, but numba-cuda with NVVM (``pip install -e '.[cuda]'``) and no
         simulator."""
         self._check_kind(kind)
         if self.backend != "cuda":
@@ -538,11 +589,18 @@ class Model:
             raise RuntimeError("ptx: the CUDA simulator (NUMBA_ENABLE_CUDASIM=1) compiles no PTX")
         spec, low = _KIND_SPECS[kind], self._lowered(kind)
         module = self._group(spec.group).module
+        ft = numba.from_dtype(self.dtype)
+        types = {"f": ft, "i": numba.int64}
         texts = []
-        for kernel, finish in ((low.chunks, False), (low.finish, True)):
-            if kernel is None or (finish and low.chunks is not None and spec.outputs[0] in ("output", "jac")):
-                continue   # predict and jacobian write their rows in the chunks kernel; no finish runs
-            sig = tuple(numba.typeof(a) for a in self._example_args(kind, finish))
+        for kernel, finish in [(k, False) for k in low.stages] + [(low.chunks, False), (low.finish, True)]:
+            if kernel is None or kernel.host or (finish and low.chunks is not None
+                                                 and spec.outputs[0] in ("output", "jac")):
+                continue   # host code; predict and jacobian write their rows in the chunks kernel
+            if kernel.arg_types:   # a staged pass's row kernel: its parameters' types were recorded
+                sig = tuple(numba.types.Array(types[t[0]], int(t[1:]), "C") if t[1:] else types[t]
+                            for t in kernel.arg_types)
+            else:
+                sig = tuple(numba.typeof(a) for a in self._example_args(kind, finish))
             try:
                 text, _ = cuda.compile_ptx(getattr(module, kernel.name).py_func, sig, cc=cc,
                                            fastmath=self.fastmath)
@@ -606,6 +664,16 @@ class Objective:
             raise DataError("subset: selects no samples")
         return Objective(self.model, data)
 
+    def start(self, theta0: Any) -> Any:
+        """``theta0`` checked and copied: an optimizer's iterate. A device vector (CuPy, on a CUDA
+        model) stays on the device, and so do the gradients and products computed at it."""
+        theta = self.model._theta(theta0)
+        if on_device(theta) and not hasattr(type(theta), "__array_function__"):
+            raise DataError(f"theta0 is a {type(theta0).__name__}, a device array without NumPy's function "
+                            "dispatch: the optimizers' vector arithmetic needs one that has it (CuPy: "
+                            "cupy.asarray(theta0)), or pass a NumPy theta0")
+        return theta.copy()
+
     def loss(self, theta: Any) -> float:
         """The objective at ``theta``."""
         m = self.model
@@ -614,9 +682,9 @@ class Objective:
     def value_and_grad(self, theta: Any) -> tuple[float, np.ndarray]:
         """(objective, gradient) at ``theta``: one fused kernel call."""
         m = self.model
-        g = np.empty(m.n_params, dtype=m.dtype)
+        g = m._out(theta, (m.n_params,))
         f = m._call("value_and_grad", self.n_samples, (m._theta(theta), *self.data), flat_out=(g,))
-        return float(f), g
+        return float(f), _as_caller(g, theta)
 
     def hvp(self, theta: Any, v: Any) -> np.ndarray:
         """Exact Hessian times ``v`` at ``theta``."""
@@ -630,11 +698,10 @@ class Objective:
     def value_grad_hvp(self, theta: Any, v: Any) -> tuple[float, np.ndarray, np.ndarray]:
         """(objective, gradient, Hessian times v) from one fused kernel call."""
         m = self.model
-        g = np.empty(m.n_params, dtype=m.dtype)
-        hv = np.empty(m.n_params, dtype=m.dtype)
+        g, hv = m._out(theta, (m.n_params,)), m._out(theta, (m.n_params,))
         f = m._call("value_grad_hvp", self.n_samples, (m._theta(theta), m._vector(v, "v"), *self.data),
                     flat_out=(g, hv))
-        return float(f), g, hv
+        return float(f), _as_caller(g, theta), _as_caller(hv, theta)
 
     def predict(self, theta: Any) -> np.ndarray:
         """The model's output on these inputs (see ``Model.predict``)."""
@@ -659,9 +726,9 @@ class Objective:
 
     def _product(self, kind: str, theta: Any, v: Any) -> np.ndarray:
         m = self.model
-        out = np.empty(m.n_params, dtype=m.dtype)
+        out = m._out(theta, (m.n_params,))
         m._call(kind, self.n_samples, (m._theta(theta), m._vector(v, "v"), *self.data), flat_out=(out,))
-        return out
+        return _as_caller(out, theta)
 
     def _dense(self, kind: str, what: str, theta: Any, max_params: int) -> np.ndarray:
         m, p = self.model, self.model.n_params
@@ -676,7 +743,7 @@ class Objective:
             e[j] = 1
             m._call(kind, self.n_samples, (t, e, *self.data), flat_out=(h[j],))  # row j = column j
             e[j] = 0
-        return (h + h.T) / 2
+        return (h + h.T) / 2   # a host array, for any theta: dense factorizations run on the host
 
 
 def _rows(d: list[np.ndarray]) -> int:

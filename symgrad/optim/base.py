@@ -16,7 +16,8 @@ import numpy as np
 from ..model import DataError, Model, Objective
 from .oracle import Oracle
 
-__all__ = ["Optimizer", "LineSearchMethod", "Stop", "Diverged", "positive", "fraction", "choice"]
+__all__ = ["Optimizer", "LineSearchMethod", "Stop", "Diverged", "positive", "fraction", "choice", "to_host",
+           "like"]
 
 
 class Stop(Exception):
@@ -25,6 +26,28 @@ class Stop(Exception):
 
 class Diverged(Stop):
     """The objective or gradient became NaN or inf; the driver returns the last finite iterate."""
+
+
+def to_host(x: Any) -> np.ndarray:
+    """A NumPy copy of a device array (CuPy's ``get``), for the dense linear algebra that runs on
+    the host (Cholesky, least squares); a NumPy array as it is.
+
+    Every other vector operation of the optimizers is a NumPy function or operator, which
+    dispatches to the array's own library (NEP 18): a CuPy theta keeps an optimizer's vectors and
+    arithmetic on the GPU, and only scalars (dot products, norms) come back.
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get"):
+        return x.get()
+    if hasattr(x, "copy_to_host"):   # numba-cuda
+        return x.copy_to_host()
+    return np.asarray(x)
+
+
+def like(x: np.ndarray, ref: Any) -> Any:
+    """``x`` (computed on the host) as an array of ``ref``'s library: on the device for a CuPy ref."""
+    return x if isinstance(ref, np.ndarray) else np.asarray(x, like=ref)
 
 
 def positive(name: str, value: Any, allow_zero: bool = False) -> float:
@@ -78,7 +101,7 @@ class Optimizer(ABC):
             raise TypeError(f"expected a compiled symgrad Model (or Model.bind(...)), got {type(model).__name__}")
         self.oracle = Oracle(objective)
         self.model = objective.model
-        self.theta = self.model._theta(theta0).copy()
+        self.theta = objective.start(theta0)   # on the device for a CuPy theta0 on a CUDA model
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             raise ValueError(f"unknown option(s) {unknown} for method {self.name!r}; its options are "

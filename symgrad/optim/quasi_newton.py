@@ -35,7 +35,7 @@ class BFGS(LineSearchMethod):
 
     def _setup(self) -> None:
         self._check_search()
-        self.state["hinv"] = np.eye(self.model.n_params, dtype=self.theta.dtype)
+        self.state["hinv"] = np.eye(self.model.n_params, dtype=self.theta.dtype, like=self.theta)
         self.state["updates"] = 0
 
     def step(self) -> float:

@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import scipy.linalg
 
-from .base import LineSearchMethod, Stop, choice, positive
+from .base import LineSearchMethod, Stop, choice, like, positive, to_host
 
 __all__ = ["Newton", "NewtonCG", "GaussNewton", "LevenbergMarquardt", "truncated_cg", "CGResult"]
 
@@ -112,7 +112,7 @@ class Newton(LineSearchMethod):
 
     def step(self) -> float:
         _, g = self._value_and_grad()
-        h = self.oracle.hessian(self.theta, self.max_params)
+        h = self.oracle.hessian(self.theta, self.max_params)   # dense: a host array, factored there
         if not np.all(np.isfinite(h)):
             raise Stop(f"{self.name}: the Hessian is not finite")
         diag = np.diag(h)
@@ -128,7 +128,7 @@ class Newton(LineSearchMethod):
         else:
             raise Stop(f"{self.name}: no damping up to {tau:.3g} made the Hessian positive definite")
         self.info["damping"] = tau
-        return self._search(-scipy.linalg.cho_solve(factor, g), 1.0)
+        return self._search(like(-scipy.linalg.cho_solve(factor, to_host(g)), self.theta), 1.0)
 
 
 class NewtonCG(LineSearchMethod):
@@ -219,22 +219,22 @@ class _GaussNewtonBase(LineSearchMethod):
         """At the current theta: a solver lam -> (p, p^T G p) for (G + lam I) p = -g."""
         o, theta = self.options, self.theta
         if o["solver"] == "dense":
-            gm = self.oracle.gauss_newton(theta, self.max_params)
-            eye = np.eye(gm.shape[0], dtype=gm.dtype)
+            gm = self.oracle.gauss_newton(theta, self.max_params)   # dense: solved on the host
+            eye, gh = np.eye(gm.shape[0], dtype=gm.dtype), to_host(g)
 
             def dense(lam: float) -> tuple[np.ndarray, float]:
-                p = -_solve_spd(gm + lam * eye, g)
-                return p, float(p @ gm @ p)
+                p = -_solve_spd(gm + lam * eye, gh)
+                return like(p, theta), float(p @ gm @ p)
             return dense
         if o["solver"] == "jacobian":
-            jac, r, c = self._least_squares(g)
+            jac, r, c = self._least_squares(to_host(g))
             sj, sr = math.sqrt(c) * jac, math.sqrt(c) * r
 
             def jacobian(lam: float) -> tuple[np.ndarray, float]:
                 a = np.vstack([sj, math.sqrt(lam) * np.eye(jac.shape[1], dtype=jac.dtype)]) if lam > 0 else sj
                 b = np.concatenate([sr, np.zeros(jac.shape[1] if lam > 0 else 0, dtype=r.dtype)])
                 p = -np.linalg.lstsq(a, b, rcond=None)[0]
-                return p, float(np.sum((sj @ p) ** 2))
+                return like(p, theta), float(np.sum((sj @ p) ** 2))
             return jacobian
 
         def cg(lam: float) -> tuple[np.ndarray, float]:
@@ -247,18 +247,18 @@ class _GaussNewtonBase(LineSearchMethod):
         return cg
 
     def _least_squares(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """(J, r, c) with objective = c/2 ||r||^2 and gradient = c J^T r, verified here: the
-        objective must be the mean squared error of the output against one target array."""
+        """(J, r, c) with objective = c/2 ||r||^2 and gradient = c J^T r (host arrays), verified
+        here: the objective must be the mean squared error of the output against one target."""
         f, _ = self._value_and_grad()
-        out = self.oracle.predict(self.theta)
-        jac = self.oracle.output_jacobian(self.theta)
+        out = to_host(self.oracle.predict(self.theta))
+        jac = to_host(self.oracle.output_jacobian(self.theta))
         c = 2.0 / out.size
         tol = 1e-8 if self.theta.dtype == np.float64 else 1e-3
         m = self.model
         for name, a in zip(m.data_names, self.oracle.objective.data):
-            if m._specs[name].role == "input" or a.shape != out.shape:
+            if m._specs[name].role == "input" or tuple(a.shape) != out.shape:
                 continue
-            r = (out - a).ravel()
+            r = (out - to_host(a)).ravel()
             if abs(f - 0.5 * c * float(r @ r)) <= tol * max(abs(f), 1e-30) and \
                     np.linalg.norm(c * (jac.T @ r) - g) <= tol * max(float(np.linalg.norm(g)), 1e-30) + 1e-300:
                 return jac, r, c

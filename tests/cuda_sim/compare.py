@@ -1,5 +1,6 @@
-"""Run under NUMBA_ENABLE_CUDASIM=1 by tests/test_cuda.py: every kernel kind of the CUDA backend
-against the CPU backend on tiny models; prints one JSON object of relative errors."""
+"""Run under NUMBA_ENABLE_CUDASIM=1 by tests/test_cuda.py (``compare.py fused|staged``): every
+kernel kind of the CUDA backend against the CPU backend on tiny models; prints one JSON object of
+relative errors (and a few facts and sources)."""
 from __future__ import annotations
 
 import json
@@ -49,16 +50,35 @@ def models(dtype):
     def data_bce(rng, n):
         return rng.normal(size=(n, 4)), (rng.random((n, 1)) < 0.5).astype(float)
 
-    def wide(backend):   # sums too big for a block's shared memory: one row of partials per thread
-        x, t = sg.input("x", 6), sg.target("t", 1)
-        o = sg.dense(sg.dense(x, 900, "tanh", name="l1"), 1, name="l2")
-        return sg.compile(sg.mse(o, t), output=o, backend=backend, dtype=dtype)
-
-    def data_wide(rng, n):
-        return rng.normal(size=(n, 6)), rng.normal(size=(n, 1))
-
     return [("mlp_ce", mlp_ce, data_ce), ("mlp_mse", mlp_mse, data_mse), ("hinge", hinge, data_hinge),
-            ("bce", bce, data_bce), ("wide", wide, data_wide)]
+            ("bce", bce, data_bce)]
+
+
+def staged_models(dtype):
+    """Models that run as staged passes once ``codegen.lower``'s thresholds are lowered (the
+    simulator runs a few hundred threads a second: GEMMs of wide layers would take minutes)."""
+    def shared(backend):   # W2 used twice: two GEMM terms add into one sum; labels, argmax, a penalty
+        x, y = sg.input("x", 16), sg.labels("y", 3)   # 16 features: x @ W.T deep enough for a GEMM
+        W2 = sg.param("W2", (6, 6))
+        h1 = sg.dense(x, 6, "tanh", name="l1")
+        h3 = sg.tanh(W2 @ sg.softplus(W2 @ h1) + sg.param("b2", 6))
+        o = sg.dense(h3, 3, name="l3")
+        return sg.compile(sg.softmax_cross_entropy(o, y) + 0.01 * sg.l2(W2), output=o, backend=backend,
+                          dtype=dtype)
+
+    def gemv(backend):   # logistic regression: the contraction with a vector of weights is a GEMV
+        x, t = sg.input("x", 20), sg.target("t", 1)
+        W = sg.param("W", (1, 20))
+        o = W @ x + sg.param("b", 1)
+        return sg.compile(sg.bce_with_logits(o, t) + 1e-3 * sg.l2(W), output=o, backend=backend, dtype=dtype)
+
+    def data_shared(rng, n):
+        return rng.normal(size=(n, 16)), rng.integers(0, 3, n)
+
+    def data_gemv(rng, n):
+        return rng.normal(size=(n, 20)), (rng.random((n, 1)) < 0.5).astype(float)
+
+    return [("shared", shared, data_shared), ("gemv", gemv, data_gemv)]
 
 
 def flat(r):
@@ -70,32 +90,91 @@ def rel(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
-def main() -> None:
+KINDS = ("loss", "value_and_grad", "predict", "hvp", "gnvp", "value_grad_hvp", "jacobian")
+
+
+def compare_kinds(out, label, cpu, gpu, data, n=7, kinds=KINDS):
+    rng = np.random.default_rng(0)
+    X, T = data(rng, n)
+    theta = cpu.init(1) + 0.1 * rng.normal(size=cpu.n_params)
+    v = rng.normal(size=cpu.n_params)
+    calls = {"loss": ((), (X, T)), "value_and_grad": ((), (X, T)), "predict": ((), (X,)),
+             "hvp": ((v,), (X, T)), "gnvp": ((v,), (X, T)), "value_grad_hvp": ((v,), (X, T)),
+             "jacobian": ((), (X,))}
+    for kind in kinds:
+        extra, d = calls[kind]
+        a = getattr(cpu, kind)(theta, *extra, *d)
+        b = getattr(gpu, kind)(theta, *extra, *d)
+        out[f"{label} {kind}"] = rel(flat(b), flat(a))
+    return theta, v, X, T
+
+
+def staged(out):
+    """Staged passes: row kernels and tiled GEMMs, in float64 and float32, one or three blocks,
+    block sums in shared memory and (too many for it) in device memory."""
+    import codegen.lower as lowering
+    import symgrad.cuda_runtime as runtime
+    lowering.CUDA_GEMM_MIN_WORK, runtime.GEMM_TILE = 16, 4
+    for dtype in (np.float64, np.float32):
+        for name, build, data in staged_models(dtype):
+            cpu, gpu = build("cpu"), build("cuda")
+            out[f"staged {name}"] = sorted(k for k in KINDS if gpu._lowered(k).staged)
+            if dtype is np.float32 and name != "gemv":
+                continue   # float32: one model (the simulator runs a few hundred threads a second)
+            kinds = KINDS if (dtype, name) == (np.float64, "shared") else ("value_and_grad", "hvp", "predict")
+            compare_kinds(out, f"{np.dtype(dtype).name} {name}", cpu, gpu, data, kinds=kinds)
+            if dtype is np.float64 and name == "shared":
+                from numba import cuda
+                out["staged source"] = gpu.source("value_and_grad")
+                X, T = data(np.random.default_rng(0), 7)
+                theta = cpu.init(1)
+                f, g = gpu.value_and_grad(cuda.to_device(theta), X, T)   # written in place on the device
+                out["staged device theta"] = rel(flat((f, g.copy_to_host())),
+                                                 flat(cpu.value_and_grad(theta, X, T)))
+    # the tiled GEMM alone: every transpose, a vector operand, accumulation (tiles of 4, k = 7)
+    from numba import cuda
+    rng = np.random.default_rng(3)
+    errs = []
+    for ta in (False, True):
+        for tb in (False, True):
+            a, b, c0 = rng.normal(size=(7, 5) if ta else (5, 7)), rng.normal(size=(3, 7) if tb else (7, 3)), \
+                rng.normal(size=(5, 3))
+            want = (a.T if ta else a) @ (b.T if tb else b)
+            for acc in (False, True):
+                d_c = cuda.to_device(c0)
+                runtime.gemm(cuda.to_device(a), cuda.to_device(b), d_c, ta, tb, acc)
+                errs.append(rel(d_c.copy_to_host(), want + c0 if acc else want))
+    x, m = rng.normal(size=7), rng.normal(size=(7, 3))
+    d_c = cuda.to_device(np.zeros(3))
+    runtime.gemm(cuda.to_device(x), cuda.to_device(m), d_c, False, False, False)   # row vector @ matrix
+    errs.append(rel(d_c.copy_to_host(), x @ m))
+    d_c = cuda.to_device(np.zeros(3))
+    runtime.gemm(cuda.to_device(m.T.copy()), cuda.to_device(x), d_c, False, False, False)   # matrix @ column
+    errs.append(rel(d_c.copy_to_host(), m.T @ x))
+    out["gemm"] = max(errs)
+    lowering.CUDA_SHARED_ACC_BYTES = 64   # 8 sums: a row kernel's block sums go to device memory
+    x, t = sg.input("x", 5), sg.target("t", 2)
+    loss = sg.mse(sg.dense(sg.dense(x, 6, "tanh", name="l1"), 2, name="l2"), t)
+    cpu, gpu = sg.compile(loss), sg.compile(loss, backend="cuda")
+    out["device-memory block sums source"] = gpu.source("value_and_grad")
+    compare_kinds(out, "device-memory block sums, 3 blocks", cpu, gpu,   # 3 blocks of partials, added in order
+                  lambda rng, n: (rng.normal(size=(n, 5)), rng.normal(size=(n, 2))), 300, ("value_and_grad",))
+
+
+def main(part: str) -> None:
+    """``part``: "fused" (the narrow models, device data, device theta) or "staged"; the test
+    runs both at once, one per core."""
     out = {}
+    if part == "staged":
+        staged(out)
+        json.dump(out, sys.stdout)
+        return
     for dtype in (np.float64, np.float32):
         for name, build, data in models(dtype):
             if dtype is np.float32 and name not in ("mlp_mse", "bce"):
                 continue   # float32: two models suffice (compiling the CPU references dominates)
             cpu, gpu = build("cpu"), build("cuda")
-            if name == "wide":
-                rng = np.random.default_rng(0)
-                X, T = data(rng, 3)
-                theta = cpu.init(1)
-                out["wide block_sums"] = gpu._lowered("value_and_grad").block_sums
-                out["wide value_and_grad"] = rel(flat(gpu.value_and_grad(theta, X, T)),
-                                                 flat(cpu.value_and_grad(theta, X, T)))
-                continue
-            rng = np.random.default_rng(0)
-            X, T = data(rng, 7)
-            theta = cpu.init(1) + 0.1 * rng.normal(size=cpu.n_params)
-            v = rng.normal(size=cpu.n_params)
-            calls = {"loss": ((), (X, T)), "value_and_grad": ((), (X, T)), "predict": ((), (X,)),
-                     "hvp": ((v,), (X, T)), "gnvp": ((v,), (X, T)), "value_grad_hvp": ((v,), (X, T)),
-                     "jacobian": ((), (X,))}
-            for kind, (extra, d) in calls.items():
-                a = getattr(cpu, kind)(theta, *extra, *d)
-                b = getattr(gpu, kind)(theta, *extra, *d)
-                out[f"{np.dtype(dtype).name} {name} {kind}"] = rel(flat(b), flat(a))
+            theta, v, X, T = compare_kinds(out, f"{np.dtype(dtype).name} {name}", cpu, gpu, data)
             if dtype is np.float64 and name == "mlp_ce":
                 # data resident on the device (to_device), then used in place
                 dX, dT = gpu.to_device(X, T)
@@ -114,6 +193,28 @@ def main() -> None:
                     out["cpu given a device array"] = "no error"
                 except sg.DataError as e:
                     out["cpu given a device array"] = str(e)
+                # a device theta: results stay on the device (as the caller's array type)
+                from numba import cuda
+
+                from symgrad.model import on_device
+                d_theta, d_v = cuda.to_device(theta), cuda.to_device(v)
+                f, g = gpu.value_and_grad(d_theta, dX, dT)
+                hv = gpu.hvp(d_theta, d_v, dX, dT)
+                out["device theta on the device"] = on_device(g) and on_device(hv) and on_device(
+                    gpu.predict(d_theta, dX))
+                out["device theta value_and_grad"] = rel(flat((f, g.copy_to_host())),
+                                                         flat(cpu.value_and_grad(theta, X, T)))
+                out["device theta hvp"] = rel(hv.copy_to_host(), cpu.hvp(theta, v, X, T))
+                try:
+                    sg.optim.minimize(gpu, d_theta, dX, dT, method="lbfgs", max_iter=1)
+                    out["optimizer given a numba device theta"] = "no error"
+                except sg.DataError as e:
+                    out["optimizer given a numba device theta"] = str(e)
+                try:
+                    cpu.loss(d_theta, X, T)
+                    out["cpu given a device theta"] = "no error"
+                except sg.DataError as e:
+                    out["cpu given a device theta"] = str(e)
                 # the optimizers run unchanged on the CUDA model
                 ra = sg.optim.minimize(cpu, theta, X, T, method="lbfgs", max_iter=5, tol=0)
                 rb = sg.optim.minimize(gpu, theta, dX, dT, method="lbfgs", max_iter=5, tol=0)
@@ -128,4 +229,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1])
