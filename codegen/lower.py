@@ -15,12 +15,15 @@ intermediates that never leave the fused loop become scalars (see
 :mod:`codegen.fusion`).
 
 ``target="cuda"`` lowers the same program to the same IR for
-:mod:`codegen.emit_cuda`: a chunk is one GPU thread's rows, so there are no
-BLAS calls (every contraction is a loop), per-row intermediates are the
-thread's local arrays (the row index dropped), per-sample outputs are
-written row by row inside the row loop, and the finish kernel reads the
-partial sums already reduced on the device (``total``) and writes its
-scalar result into ``result[0]``.
+:mod:`codegen.emit_cuda`, in one of two ways. A narrow network is fused: a
+chunk is one GPU thread's rows, every contraction is a loop, per-row
+intermediates are the thread's local arrays (the row index dropped), and
+per-sample outputs are written row by row inside the row loop. A network
+with a wide layer (or more sums than a block's shared memory holds) is
+staged (``_staged_pass``): each fused row loop is a kernel of its own, the
+wide contractions are tiled GEMM launches, and generated host code runs
+them in order. Either way the finish kernel reads the sums already reduced
+on the device (``total``) and writes its scalar result into ``result[0]``.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import sympy as sp
 
 from symgrad.ir import (BATCH, RESERVED, ArgMax, Assign, Detach, Einsum, Elementwise, Gather, IRError, Leaf,
                         Program, Scatter, Value, arg_symbols)
+from symgrad.cuda_runner import THREADS_PER_BLOCK
 from symgrad.runtime import BLAS_HELPERS
 
 from .fusion import drop_row_index, fuse_row_body, reindex
@@ -41,8 +45,8 @@ __all__ = ["Sink", "Lowered", "lower", "GEMM_MIN_WORK", "CHUNK_ESTIMATE", "TARGE
 #: code targets of ``lower``
 TARGETS = ("cpu", "cuda")
 #: bytes of a block's shared accumulator: below it, a GPU block adds its threads' sums in shared
-#: memory (atomically) and writes one row of partials; above it, each thread has its own row
-#: (CUDA gives a block 48 KiB of static shared memory)
+#: memory (atomically) and writes one row of partials; above it, the pass is staged and a row
+#: kernel's block sums go to device memory (CUDA gives a block 48 KiB of static shared memory)
 CUDA_SHARED_ACC_BYTES = 40 * 1024
 #: elements of thread-local arrays a CUDA kernel may hold in all (256 KiB in float64; CUDA
 #: allows 512 KiB of local memory per thread, and reserves it for every resident thread)
@@ -114,7 +118,6 @@ class _Lowering:
         self.program, self.sinks, self.ft = program, sinks, float_type
         self.cuda = target == "cuda"
         self.staged = False       # CUDA: a sequence of launches (row kernels, tiled GEMMs), see lower()
-        self.stages: list[Stmt | _RowStage] = []   # staged: GEMM lines and row loops, in order
         self.globals: dict[str, Value] = {}        # staged: per-sample arrays held in device memory
         self.gemm_sums: set[str] = set()           # staged: accumulator views a GEMM adds into
         self.local_elements = 0   # CUDA: elements of thread-local arrays allocated so far
@@ -312,8 +315,8 @@ class _Lowering:
     def gemm(self, a: Assign) -> Line | None:
         """The contraction as one BLAS call over the chunk (a tiled GPU GEMM in a staged CUDA
         pass), if it is a GEMM worth calling."""
-        if self.cuda and not self.staged:
-            return None
+        if self.cuda and (not self.staged or self.phase_of_emit != "B"):
+            return None   # (a staged pass's host driver runs phase B only; phases A and C are device code)
         plan = self.gemm_plan(a, self.staged)
         if plan is None:
             return None
@@ -612,7 +615,8 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
     ``flat_leaves``: role -> flat argument holding all leaves of that role (param -> theta,
     tangent -> v), laid out by ``param_layout`` (label -> (offset, shape)).
     ``target``: "cpu" (``<name>_chunks`` over chunks c0..c1 in threads) or "cuda"
-    (``<name>_chunks`` is one GPU thread per chunk of ``chunk`` rows).
+    (``<name>_chunks`` is one GPU thread per chunk of ``chunk`` rows, or, staged, the host
+    code that launches the row kernels ``Lowered.stages`` and the tiled GEMMs).
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -756,8 +760,9 @@ def _staged_pass(L: _Lowering, name: str, stages: list[Stmt | _RowStage], head: 
     Intermediates that cross a kernel boundary live in device memory, one row per sample. A row
     kernel's sums go to block sums (in shared memory when they fit, else in the block's row of
     partials), which ``add_partials`` adds into ``total`` in block order; a GEMM over the batch
-    adds its product into ``total`` itself. ``total`` is zeroed once, and every term is added in
-    an order fixed by the batch size.
+    adds its product into ``total`` itself. ``total`` is zeroed once. The blocks, chunks, GEMM
+    terms and the k order inside a GEMM are fixed by the batch size; only the order of the
+    atomic adds inside a block varies from run to run.
     """
     itemsize = 8 if ft == "float64" else 4
     views: dict[str, tuple[int, tuple[int, ...]]] = {}   # accumulator view -> (first slot, shape)
@@ -780,12 +785,13 @@ def _staged_pass(L: _Lowering, name: str, stages: list[Stmt | _RowStage], head: 
     kernels: list[Kernel] = []
     allocs: list[Stmt] = []
     launches: list[Stmt] = []
+    part_bytes = 0
     for st in stages:
         if isinstance(st, Line):
             launches.append(st)
             continue
         kname = f"{name}_rows{len(kernels) + 1}"
-        part = f"partials_{len(kernels) + 1}"
+        part, slots = L.name(f"partials_{len(kernels) + 1}"), L.name(f"slots_{len(kernels) + 1}")
         sums: list[tuple[int, int, str]] = []   # (first slot, slots, view name or "") this kernel adds to
         for kind, r, _ in walk_refs([st.loop]):
             if kind == "write" and r.name == "acc":
@@ -829,26 +835,28 @@ def _staged_pass(L: _Lowering, name: str, stages: list[Stmt | _RowStage], head: 
                               arg_types=tuple(types[p] for p in params)))
         if n_sums:
             allocs += [Line(f"{part} = cuda.device_array((blocks_for(chunk), {n_sums}), np.{ft})"),
-                       Line(f"slots_{len(kernels)} = slot_index({tuple((g, k) for g, k, _ in sums)})",
+                       Line(f"{slots} = slot_index({tuple((g, k) for g, k, _ in sums)})",
                             "where its block sums go in total")]
+            part_bytes += -(-n_sums * itemsize // THREADS_PER_BLOCK)   # per row: a row per block
         launches += ([Line(f"zero({part}[:blocks])")] if n_sums and not fits else []) + [
             Line(f"{kname}[blocks, THREADS_PER_BLOCK]({', '.join(params)})")] + (
-            [Line(f"add_partials({part}[:blocks], total, slots_{len(kernels)})")] if n_sums else [])
-    row_bytes = 0
+            [Line(f"add_partials({part}[:blocks], total, {slots})")] if n_sums else [])
+    row_bytes = part_bytes
     bufs: list[Stmt] = []
+    buf = {g: L.name(f"{g}_buf") for g in L.globals}
     for g, v in L.globals.items():
         size = 1
         for d in v.shape:
             size *= d
         row_bytes += 8 * size if v.kind == "index" else itemsize * size
         shape = ", ".join(("chunk",) + tuple(str(d) for d in v.shape))
-        bufs.append(Line(f"{g}_buf = cuda.device_array(({shape}{',' if not v.shape else ''}), "
+        bufs.append(Line(f"{buf[g]} = cuda.device_array(({shape}{',' if not v.shape else ''}), "
                          f"np.{'int64' if v.kind == 'index' else ft})"))
     used = _names_in(launches)
     loop = Loop("r0", "0", "n_samples", tuple(
         [Line("r1 = min(r0 + chunk, n_samples)"), Line("rows = r1 - r0"), Line("blocks = blocks_for(rows)")]
         + [ln for ln in slices if ln.text.split(" = ")[0] in used]
-        + [Line(f"{g} = {g}_buf[:rows]") for g in L.globals] + launches),
+        + [Line(f"{g} = {buf[g]}[:rows]") for g in L.globals] + launches),
         "chunks of the batch, in order", step="chunk")
     sums_of_gemms = [Line(f"{v} = {_view('total', *views[v])}") for v in sorted(L.gemm_sums)]
     setup: list[Stmt] = [Line(f"chunk = stage_rows(n_samples, {row_bytes})",
@@ -881,7 +889,7 @@ def _names_in(stmts: list[Stmt]) -> set[str]:
                 text.append(s.stop)
                 go(s.body)
     go(stmts)
-    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", " ".join(text)))
+    return set(re.findall(r"(?<![.\w])[A-Za-z_]\w*", " ".join(text)))   # not attributes (cuda.threadIdx.x)
 
 
 def _defined_by(s: Stmt) -> set[str]:

@@ -1,22 +1,22 @@
 """Runs a generated CUDA kernel over the batch: device copies, launch shapes, the reduction.
 
-A call launches ``<kind>_chunks`` with one thread per chunk of rows, the
-module's ``reduce_partials`` (thread j adds column j over the rows of
-``partials`` in order), then the single-thread finish ``<kind>``. Data
-arrays already on the device (``Model.to_device``, or anything with
-``__cuda_array_interface__``) are used in place; a NumPy array is copied on
-every call.
+A fused kind (a narrow network) launches ``<kind>_chunks`` with one thread
+per chunk of rows (one row each, up to the budget below), the module's
+``reduce_partials`` (thread j adds column j over the rows of ``partials`` in
+order), then the single-thread finish ``<kind>``. The threads of a block add
+their rows' sums atomically in shared memory and the block writes one row of
+``partials``; the order of those atomic adds varies from run to run, so the
+last bits of a sum can too. Kinds with no sums over the batch (predict,
+jacobian) give each thread its own rows.
 
-Where the sums fit in a block's shared memory (``Lowered.block_sums``), the
-threads of a block add their rows' contributions there atomically and the
-block writes one row of ``partials``: one thread per sample up to the
-budget below. The order of the atomic adds inside a block varies from run
-to run, so the last bits of a sum can too; the sums over blocks keep their
-order. A network with wide layers (or more sums than shared memory holds)
-runs staged: ``chunks`` is then generated host code that launches row
-kernels and tiled GEMMs (``Lowered.staged``, :mod:`symgrad.cuda_runtime`)
-and leaves the sums in ``total``. Kinds with no sums over the batch
-(predict, jacobian) of narrow networks give each thread its own rows.
+A staged kind (a network with a wide layer, or more sums than shared memory
+holds: ``Lowered.staged``) calls ``<kind>_chunks``, generated host code that
+launches the row kernels and the tiled GEMMs of :mod:`symgrad.cuda_runtime`
+and leaves the sums in ``total``, then the finish.
+
+Data arrays already on the device (``Model.to_device``, or anything with
+``__cuda_array_interface__``) are used in place; a NumPy array is copied on
+every call. So is a NumPy theta; a device theta's outputs stay on the device.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import numpy as np
 __all__ = ["CudaKernelRunner", "cuda_status", "THREADS_PER_BLOCK", "PARTIALS_BUDGET"]
 
 THREADS_PER_BLOCK = 128
-#: bytes of device memory the per-thread partial sums may take
+#: bytes of device memory a fused kind's partial sums (one row per block) may take
 PARTIALS_BUDGET = 256 * 2 ** 20
 
 
@@ -49,12 +49,13 @@ def cuda_status() -> tuple[bool, str]:
 
 
 class CudaKernelRunner:
-    """Calls ``chunks`` (one thread per chunk), the reduction, then ``finish`` on the device."""
+    """Calls ``chunks`` (fused: a kernel, one thread per chunk, then the reduction; staged: the
+    host driver), then ``finish`` on the device; ``stages`` are a staged kind's row kernels."""
 
     def __init__(self, chunks: Any, finish: Any, reduce: Any, n_acc: int, dtype: np.dtype, needs_finish: bool,
-                 returns: bool, staged: bool = False) -> None:
+                 returns: bool, stages: tuple[Any, ...] = ()) -> None:
         self.chunks, self.finish, self.reduce, self.n_acc, self.dtype = chunks, finish, reduce, n_acc, dtype
-        self.needs_finish, self.returns, self.staged = needs_finish, returns, staged
+        self.needs_finish, self.returns, self.stages, self.staged = needs_finish, returns, stages, bool(stages)
 
     @staticmethod
     def _device(a: Any) -> Any:

@@ -5,9 +5,10 @@ A network with wide layers runs on the GPU as a sequence of launches (see
 elementwise work, and :func:`gemm` for the big contractions, through
 shared-memory tiles. Sums over the batch end in one ``total`` vector: GEMMs
 over the batch add their product into it, and row kernels leave one row of
-block sums per block that :func:`add_partials` adds in block order. Every
-addition happens in an order fixed by the batch size, so a call's results do
-not vary from run to run.
+block sums per block that :func:`add_partials` adds in block order. The
+chunks, blocks and GEMM terms, and the k order inside a GEMM's tile loop, are
+fixed by the batch size; only the order of the atomic adds inside a block
+varies from run to run (so the last bits of a sum may too).
 """
 from __future__ import annotations
 
@@ -96,6 +97,7 @@ def gemm(a: Any, b: Any, c: Any, ta: bool, tb: bool, accumulate: bool) -> None:
 
 @cuda.jit
 def _fill_zero(a):
+    """a[:] = 0, grid-stride (a kernel, which the simulator runs too)."""
     for q in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
         a[q] = 0
 
@@ -109,6 +111,7 @@ def zero(a: Any) -> None:
 
 @cuda.jit
 def _add_partials(partials, total, slots):
+    """One thread per column j: the blocks' sums in block order, so the result is reproducible."""
     j = cuda.grid(1)
     if j < slots.shape[0]:
         s = partials[0, j]
@@ -122,6 +125,7 @@ def add_partials(partials: Any, total: Any, slots: Any) -> None:
     _add_partials[blocks_for(slots.shape[0]), THREADS_PER_BLOCK](partials, total, slots)
 
 
+#: slot index arrays by segments, on the device: built once per process (one CUDA context)
 _SLOTS: dict[tuple[tuple[int, int], ...], Any] = {}
 
 

@@ -40,7 +40,9 @@ RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | {
     "dot_nn", "dot_nt", "dot_tn", "dot_tt", "add_into", "sum_rows",
     "theta", "v", "grad", "out", "hv", "partials", "acc", "total", "chunk", "n_samples", "inv_n",
     "c", "c0", "c1", "r", "r0", "r1", "rows", "i", "j", "k", "l", "m", "p", "q", "best", "best_at",
-    "cuda", "float32", "float64", "int64", "result", "reduce_partials"}
+    "cuda", "float32", "float64", "int64", "result", "reduce_partials",
+    # the host driver of a staged CUDA pass (symgrad.cuda_runtime)
+    "gemm", "zero", "add_partials", "slot_index", "blocks_for", "stage_rows", "THREADS_PER_BLOCK", "blocks"}
 
 
 class IRError(ValueError):

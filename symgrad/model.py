@@ -48,7 +48,10 @@ def _runtime_hash() -> str:
 def on_device(x: Any) -> bool:
     """Is ``x`` a GPU array (numba-cuda, CuPy, PyTorch: anything with
     ``__cuda_array_interface__``, or the CUDA simulator's fake device array)?"""
-    return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
+    try:
+        return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
+    except Exception:   # a PyTorch CUDA tensor that requires grad refuses to export itself
+        return True
 
 
 def _as_caller(out: Any, like: Any) -> Any:
@@ -358,7 +361,7 @@ class Model:
                 from .cuda_runner import CudaKernelRunner
                 r = CudaKernelRunner(chunks, getattr(module, kind), module.reduce_partials, low.n_acc, self.dtype,
                                      needs_finish, returns="objective" in spec.outputs,
-                                     staged=low.staged)
+                                     stages=tuple(getattr(module, k.name) for k in low.stages))
             else:
                 r = KernelRunner(chunks, getattr(module, kind), low.n_acc, self.dtype, needs_finish)
             self._runners[kind] = r
@@ -370,8 +373,9 @@ class Model:
             return runner(n, lead, rows_out, flat_out)
         t0 = time.perf_counter()
         res = runner(n, lead, rows_out, flat_out)
-        fns = [f for f in (runner.chunks, runner.finish) if f is not None]
-        hits = [bool(getattr(getattr(f, "stats", None), "cache_hits", None)) for f in fns]
+        # the compiled kernels (a staged kind's driver is plain Python; its row kernels count)
+        fns = [f for f in (runner.chunks, runner.finish, *getattr(runner, "stages", ())) if hasattr(f, "stats")]
+        hits = [bool(getattr(f.stats, "cache_hits", None)) for f in fns]
         self.stats["kernels_compiled"][kind] = {
             "first_call_seconds": round(time.perf_counter() - t0, 4),
             "numba_cache": "hit" if all(hits) else "miss"}
@@ -577,8 +581,8 @@ class Model:
 
     def ptx(self, kind: str = "value_and_grad", cc: tuple[int, int] = (8, 0)) -> str:
         """PTX of a kind's CUDA kernels (the row kernels of a staged pass, or the per-chunk
-        kernel, then the finish) for compute capability ``cc``; needs no GPU, but numba-cuda with NVVM (``pip install -e '.[cuda]'``) and no
-        simulator."""
+        kernel, then the finish) for compute capability ``cc``; needs no GPU, but numba-cuda
+        with NVVM (``pip install -e '.[cuda]'``) and no simulator."""
         self._check_kind(kind)
         if self.backend != "cuda":
             raise ValueError("ptx: the model runs on the CPU; compile with backend='cuda' (CPU models "
@@ -682,8 +686,9 @@ class Objective:
     def value_and_grad(self, theta: Any) -> tuple[float, np.ndarray]:
         """(objective, gradient) at ``theta``: one fused kernel call."""
         m = self.model
+        t = m._theta(theta)
         g = m._out(theta, (m.n_params,))
-        f = m._call("value_and_grad", self.n_samples, (m._theta(theta), *self.data), flat_out=(g,))
+        f = m._call("value_and_grad", self.n_samples, (t, *self.data), flat_out=(g,))
         return float(f), _as_caller(g, theta)
 
     def hvp(self, theta: Any, v: Any) -> np.ndarray:
@@ -698,9 +703,9 @@ class Objective:
     def value_grad_hvp(self, theta: Any, v: Any) -> tuple[float, np.ndarray, np.ndarray]:
         """(objective, gradient, Hessian times v) from one fused kernel call."""
         m = self.model
+        lead = (m._theta(theta), m._vector(v, "v"), *self.data)
         g, hv = m._out(theta, (m.n_params,)), m._out(theta, (m.n_params,))
-        f = m._call("value_grad_hvp", self.n_samples, (m._theta(theta), m._vector(v, "v"), *self.data),
-                    flat_out=(g, hv))
+        f = m._call("value_grad_hvp", self.n_samples, lead, flat_out=(g, hv))
         return float(f), _as_caller(g, theta), _as_caller(hv, theta)
 
     def predict(self, theta: Any) -> np.ndarray:
@@ -726,8 +731,9 @@ class Objective:
 
     def _product(self, kind: str, theta: Any, v: Any) -> np.ndarray:
         m = self.model
+        lead = (m._theta(theta), m._vector(v, "v"), *self.data)
         out = m._out(theta, (m.n_params,))
-        m._call(kind, self.n_samples, (m._theta(theta), m._vector(v, "v"), *self.data), flat_out=(out,))
+        m._call(kind, self.n_samples, lead, flat_out=(out,))
         return _as_caller(out, theta)
 
     def _dense(self, kind: str, what: str, theta: Any, max_params: int) -> np.ndarray:

@@ -57,14 +57,18 @@ def models(dtype):
 def staged_models(dtype):
     """Models that run as staged passes once ``codegen.lower``'s thresholds are lowered (the
     simulator runs a few hundred threads a second: GEMMs of wide layers would take minutes)."""
-    def shared(backend):   # W2 used twice: two GEMM terms add into one sum; labels, argmax, a penalty
-        x, y = sg.input("x", 16), sg.labels("y", 3)   # 16 features: x @ W.T deep enough for a GEMM
-        W2 = sg.param("W2", (6, 6))
+    def shared(backend):
+        """W2 used twice (two GEMM terms add into one sum), labels and argmax, penalties, one of
+        them on a product of parameters alone (device code, not a GEMM launch), and names that
+        the host driver uses too ("blocks", "zero")."""
+        x, y = sg.input("blocks", 16), sg.labels("y", 3)   # 16 features: x @ W.T deep enough for a GEMM
+        W2 = sg.param("zero", (6, 6))
         h1 = sg.dense(x, 6, "tanh", name="l1")
         h3 = sg.tanh(W2 @ sg.softplus(W2 @ h1) + sg.param("b2", 6))
         o = sg.dense(h3, 3, name="l3")
-        return sg.compile(sg.softmax_cross_entropy(o, y) + 0.01 * sg.l2(W2), output=o, backend=backend,
-                          dtype=dtype)
+        low_rank = sg.param("A", (3, 16)) @ sg.param("B", (16, 3))
+        return sg.compile(sg.softmax_cross_entropy(o, y) + 0.01 * sg.l2(W2) + 1e-3 * sg.l2(low_rank),
+                          output=o, backend=backend, dtype=dtype)
 
     def gemv(backend):   # logistic regression: the contraction with a vector of weights is a GEMV
         x, t = sg.input("x", 20), sg.target("t", 1)

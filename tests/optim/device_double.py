@@ -2,7 +2,8 @@
 
 ``DeviceArray`` dispatches NumPy functions and operators the way CuPy does
 (NEP 13/18/35: results are DeviceArrays), refuses an implicit conversion to
-a NumPy array, and counts the explicit host copies (``get``). Scalars may
+a NumPy array and a NumPy array mixed into its operations, and counts the
+explicit host copies (``get``). Scalars may
 come back (``float``, ``bool``): that is a scalar's transfer, which the
 optimizers may make. ``DeviceObjective`` answers as a CUDA model does for a
 device theta: vectors in, vectors out on the "device"; dense matrices on the
@@ -33,6 +34,7 @@ class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
         raise TypeError("implicit conversion of a device array to NumPy (a host transfer); use .get()")
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        _refuse_host_arrays(inputs)
         out = kwargs.get("out")
         if out is not None:
             kwargs["out"] = tuple(_unwrap(o) for o in out)
@@ -40,6 +42,8 @@ class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
         return out[0] if out is not None and len(out) == 1 else _wrap(res)
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        if func not in (np.asarray, np.array):   # (like=: the explicit host-to-device copy)
+            _refuse_host_arrays((args, kwargs))
         return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
 
     def get(self) -> np.ndarray:
@@ -78,6 +82,18 @@ class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
 
     def __repr__(self) -> str:
         return f"DeviceArray({self._a!r})"
+
+
+def _refuse_host_arrays(x: Any) -> None:
+    """CuPy does not mix its arrays with NumPy arrays (only with scalars): neither does the double."""
+    if isinstance(x, np.ndarray) and x.ndim:
+        raise TypeError("a NumPy array mixed with a device array (an implicit host-to-device transfer)")
+    if isinstance(x, (list, tuple)):
+        for v in x:
+            _refuse_host_arrays(v)
+    elif isinstance(x, dict):
+        for v in x.values():
+            _refuse_host_arrays(v)
 
 
 def _unwrap(x: Any) -> Any:

@@ -41,5 +41,7 @@ def test_the_double_refuses_implicit_host_conversion():
     a = DeviceArray(np.arange(3.0))
     with pytest.raises(TypeError, match="implicit conversion"):
         np.asarray(a)
+    with pytest.raises(TypeError, match="mixed with a device array"):
+        a + np.ones(3)
     assert isinstance(np.sqrt(a) + 1, DeviceArray) and isinstance(np.eye(2, like=a), DeviceArray)
     assert float(a @ a) == 5.0
