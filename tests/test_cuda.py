@@ -87,8 +87,8 @@ def test_tiled_gemm_every_transpose_vectors_and_accumulation(simulated):
     assert simulated["gemm"] <= 1e-14
 
 
-def test_staged_block_sums_too_big_for_shared_memory_go_to_device_memory(simulated):
-    assert simulated["device-memory block sums, 3 blocks value_and_grad"] <= 1e-12
+def test_staged_block_sums_too_big_for_shared_memory_go_to_device_memory_over_several_chunks(simulated):
+    assert simulated["device-memory block sums, 3 chunks value_and_grad"] <= 1e-12
     src = simulated["device-memory block sums source"]
     assert "acc = partials_1[cuda.blockIdx.x]" in src and "zero(partials_1[:blocks])" in src
 
