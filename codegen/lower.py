@@ -412,8 +412,9 @@ class _Lowering:
             if self.local_elements > CUDA_LOCAL_MAX:
                 raise IRError(f"backend 'cuda': {v.name!r} (shape {v.shape}) brings a thread's local arrays "
                               f"to {self.local_elements} elements (at most {CUDA_LOCAL_MAX}, CUDA's local "
-                              "memory per thread); wide intermediates are not supported by the CUDA "
-                              "backend yet")
+                              "memory per thread). Only the values that cross a staged pass's kernels "
+                              "live in device memory, and a pass is staged only for a network with a "
+                              "GEMM-sized layer or more sums than shared memory holds")
             shape = str(v.shape[0]) if len(v.shape) == 1 else str(tuple(v.shape))
             dt = "int64" if v.kind == "index" else self.ft
             return Line(f"{name} = cuda.local.array({shape}, {dt})", "", frozenset(), frozenset({name}))
