@@ -27,6 +27,7 @@ on the device (``total``) and writes its scalar result into ``result[0]``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import sympy as sp
@@ -197,6 +198,18 @@ class _Lowering:
                 group[v.name] = leader
         return {k: g for k, g in group.items() if k != g}
 
+    def acc_views(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        """``<name>_acc`` -> (first slot, shape): the views of the accumulator that phase B adds
+        array-valued batch sums into (an alias adds into its leader's)."""
+        return {f"{self.store[a.out.name].name}_acc": (self.store[a.out.name].acc_slot, a.out.shape)
+                for a in self.assigns if a.out.name in self.store and self.store[a.out.name].kind == "acc"
+                and a.out.shape and self.phase[a.out.name] == "B" and a.out.name not in self.alias}
+
+    def chunk_slices(self, data_args: list[tuple[str, Assign | None]]) -> list[Line]:
+        """``x_c = x[r0:r1]``: the chunk's rows of each data argument the kind reads."""
+        return [Line(f"{self.store[a.out.name].name} = {arg}[r0:r1]") for arg, a in data_args
+                if a is not None and a.out.name in self.store]
+
     # ------------------------------------------------------------------ references
     def ref(self, v: Value, idx: tuple[str, ...], row: str | None) -> Ref | sp.Expr:
         """The element of ``v`` at per-sample index ``idx`` (row ``row`` if batched)."""
@@ -298,13 +311,15 @@ class _Lowering:
             dims = ((1 if per_row else CHUNK_ESTIMATE,) if x.batched else ()) + x.shape
             size.update(zip(letters, dims))
         work = size[kc] * (size[m[0]] if m else 1) * (size[n[0]] if n else 1)
-        if work < (CUDA_GEMM_MIN_WORK if per_row else GEMM_MIN_WORK) or (kc != BATCH and size[kc] < GEMM_MIN_DEPTH):
+        min_work = CUDA_GEMM_MIN_WORK if per_row else GEMM_MIN_WORK
+        if work < min_work or (kc != BATCH and size[kc] < GEMM_MIN_DEPTH):
             return None  # small or short contractions are cheaper fused into the loops around them
         sa, sb = (self.store[x.name] for x in a.args)
         if sa.kind != "array" or sb.kind != "array":
             return None
-        if per_row and not all(x.batched or (isinstance(self.by_name[x.name].op, Leaf)
-                                             and self.by_name[x.name].op.role in self.flat_roles) for x in a.args):
+        held = [x.batched or (isinstance(self.by_name[x.name].op, Leaf) and self.by_name[x.name].op.role
+                              in self.flat_roles) for x in a.args]
+        if per_row and not all(held):
             return None   # a parameter-only value computed in device code: the driver does not hold it
         # op(A) as (m, k), op(B) as (k, n); the output's letter order may ask for (B^T A^T)
         (first, t1), (second, t2) = (sa.name, la[-1] != kc), (sb.name, lb[0] != kc)
@@ -672,31 +687,18 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
                                                         for s in copied])
     elif chunk_body:
         pre: list[Stmt] = [Line("r0 = c * chunk"), Line("r1 = min(r0 + chunk, n_samples)"),
-                           Line("rows = r1 - r0")]
-        for arg, a in data_args:
-            if a is not None and a.out.name in L.store:
-                pre.append(Line(f"{L.store[a.out.name].name} = {arg}[r0:r1]"))
-        acc_views: list[str] = []
-        if n_acc:
-            if not block_sums:   # the CPU (a GPU pass with more sums than a block holds is staged)
-                pre.append(Line("acc = partials[c]", "this chunk's private share of every sum over the batch"))
-                pre.append(Line("acc[:] = 0"))
-            for a in L.assigns:
-                st = L.store.get(a.out.name)
-                if (st is not None and st.kind == "acc" and a.out.shape and L.phase[a.out.name] == "B"
-                        and a.out.name not in L.alias):
-                    acc_views.append(f"{st.name}_acc")
-                    pre.append(Line(f"{st.name}_acc = {_view('acc', st.acc_slot, a.out.shape)}"))
+                           Line("rows = r1 - r0"), *L.chunk_slices(data_args)]
+        acc_views = L.acc_views() if n_acc else {}
+        if n_acc and not block_sums:   # the CPU (a GPU pass with more sums than a block holds is staged)
+            pre.append(Line("acc = partials[c]", "this chunk's private share of every sum over the batch"))
+            pre.append(Line("acc[:] = 0"))
+        pre += [Line(f"{v} = {_view('acc', slot, shape)}") for v, (slot, shape) in acc_views.items()]
         rows_out = list(dict.fromkeys(s.array for s, _ in sink_rows))
         if block_sums:   # no early return: every thread must reach the barriers
-            each = f"for q in range(cuda.threadIdx.x, {n_acc}, cuda.blockDim.x):\n"
+            opening, closing = _shared_block_sums(n_acc, float_type, "partials")
             body = head + _needed(phase_a, pre, chunk_body) + [
-                Line(f"acc = cuda.shared.array({n_acc}, {float_type})\n{each}    acc[q] = 0\ncuda.syncthreads()",
-                     "the block's sums over its threads' rows, in shared memory"),
-                Line("c = cuda.grid(1)", "this thread's chunk of rows (none past the batch's end)"),
-                *pre, *chunk_body,
-                Line(f"cuda.syncthreads()\n{each}    partials[cuda.blockIdx.x, q] = acc[q]",
-                     "the block's sums, one row of partials per block")]
+                opening, Line("c = cuda.grid(1)", "this thread's chunk of rows (none past the batch's end)"),
+                *pre, *chunk_body, closing]
             params = inputs + rows_out + ["partials", "chunk"]
             chunk_doc = (f"Rows c*chunk..(c+1)*chunk of {name} in GPU thread c, all its per-sample work "
                          "fused; the threads of a block add their sums atomically in shared memory, and "
@@ -766,14 +768,8 @@ def _staged_pass(L: _Lowering, name: str, stages: list[Stmt | _RowStage], head: 
     atomic adds inside a block varies from run to run.
     """
     itemsize = 8 if ft == "float64" else 4
-    views: dict[str, tuple[int, tuple[int, ...]]] = {}   # accumulator view -> (first slot, shape)
-    for a in L.assigns:
-        st = L.store.get(a.out.name)
-        if (st is not None and st.kind == "acc" and a.out.shape and L.phase[a.out.name] == "B"
-                and a.out.name not in L.alias):
-            views[f"{st.name}_acc"] = (st.acc_slot, a.out.shape)
-    slices = [Line(f"{L.store[a.out.name].name} = {arg}[r0:r1]") for arg, a in data_args
-              if a is not None and a.out.name in L.store]
+    views = L.acc_views()
+    slices = L.chunk_slices(data_args)
     types = dict.fromkeys(flat, "f1") | {"r0": "i", "r1": "i"}
     for arg, a in data_args:
         types[arg] = "i1" if a is None or a.out.kind == "index" else f"f{1 + len(a.out.shape)}"
@@ -798,10 +794,7 @@ def _staged_pass(L: _Lowering, name: str, stages: list[Stmt | _RowStage], head: 
             if kind == "write" and r.name == "acc":
                 sums.append((int(r.index[0]), 1, ""))
             elif kind == "write" and r.name in views:
-                size = 1
-                for d in views[r.name][1]:
-                    size *= d
-                sums.append((views[r.name][0], size, r.name))
+                sums.append((views[r.name][0], math.prod(views[r.name][1]), r.name))
         sums = sorted(set(sums))
         local, view_lines, n_sums = {}, [], 0
         for g, size, v in sums:
@@ -815,11 +808,8 @@ def _staged_pass(L: _Lowering, name: str, stages: list[Stmt | _RowStage], head: 
         pre = head + phase_a + [Line("rows = r1 - r0")] + slices
         fits = n_sums * itemsize <= CUDA_SHARED_ACC_BYTES
         if n_sums and fits:
-            each = f"for q in range(cuda.threadIdx.x, {n_sums}, cuda.blockDim.x):\n"
-            core = [Line(f"acc = cuda.shared.array({n_sums}, {ft})\n{each}    acc[q] = 0\ncuda.syncthreads()",
-                         "this block's sums over its rows, in shared memory"), *core,
-                    Line(f"cuda.syncthreads()\n{each}    {part}[cuda.blockIdx.x, q] = acc[q]",
-                         "the block's sums: its row of partials")]
+            opening, closing = _shared_block_sums(n_sums, ft, part)
+            core = [opening, *core, closing]
         elif n_sums:
             core = [Line(f"acc = {part}[cuda.blockIdx.x]", "this block's sums (too many for shared memory): "
                          "its row of partials, zeroed by the driver"), *core]
@@ -846,10 +836,7 @@ def _staged_pass(L: _Lowering, name: str, stages: list[Stmt | _RowStage], head: 
     bufs: list[Stmt] = []
     buf = {g: L.name(f"{g}_buf") for g in L.globals}
     for g, v in L.globals.items():
-        size = 1
-        for d in v.shape:
-            size *= d
-        row_bytes += 8 * size if v.kind == "index" else itemsize * size
+        row_bytes += (8 if v.kind == "index" else itemsize) * math.prod(v.shape)
         shape = ", ".join(("chunk",) + tuple(str(d) for d in v.shape))
         bufs.append(Line(f"{buf[g]} = cuda.device_array(({shape}{',' if not v.shape else ''}), "
                          f"np.{'int64' if v.kind == 'index' else ft})"))
@@ -872,6 +859,17 @@ def _staged_pass(L: _Lowering, name: str, stages: list[Stmt | _RowStage], head: 
                     "per sample) and the tiled GEMMs between them, in order; sums over the batch end in "
                     "total, and those that are outputs as they stand are copied on the device.", host=True)
     return driver, kernels
+
+
+def _shared_block_sums(n: int, ft: str, partials: str) -> tuple[Line, Line]:
+    """A GPU block's ``n`` sums in shared memory: the opening (allocate, zero together, barrier)
+    and the closing (barrier, then the block's row of ``partials``). No thread may return
+    between them: every thread must reach the barriers."""
+    each = f"for q in range(cuda.threadIdx.x, {n}, cuda.blockDim.x):\n"
+    return (Line(f"acc = cuda.shared.array({n}, {ft})\n{each}    acc[q] = 0\ncuda.syncthreads()",
+                 "the block's sums over its threads' rows, in shared memory"),
+            Line(f"cuda.syncthreads()\n{each}    {partials}[cuda.blockIdx.x, q] = acc[q]",
+                 "the block's sums: its row of partials"))
 
 
 def _names_in(stmts: list[Stmt]) -> set[str]:

@@ -25,11 +25,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CudaKernelRunner", "cuda_status", "THREADS_PER_BLOCK", "PARTIALS_BUDGET"]
+__all__ = ["CudaKernelRunner", "cuda_status", "on_device", "THREADS_PER_BLOCK", "PARTIALS_BUDGET"]
 
 THREADS_PER_BLOCK = 128
 #: bytes of device memory a fused kind's partial sums (one row per block) may take
 PARTIALS_BUDGET = 256 * 2 ** 20
+
+
+def on_device(x: Any) -> bool:
+    """Is ``x`` a GPU array (numba-cuda, CuPy, PyTorch: anything with
+    ``__cuda_array_interface__``, or the CUDA simulator's fake device array)?"""
+    try:
+        return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
+    except Exception:   # a PyTorch CUDA tensor that requires grad refuses to export itself
+        return True
 
 
 def cuda_status() -> tuple[bool, str]:
@@ -82,8 +91,7 @@ class CudaKernelRunner:
         total = None
         d_rows = [cuda.device_array(a.shape, dtype=a.dtype) for a in rows_out]
         # outputs already on the device (a device theta's gradient) are written in place
-        host_flat = [not (cuda.devicearray.is_cuda_ndarray(a) or type(a).__name__ == "FakeCUDAArray")
-                     for a in flat_out]
+        host_flat = [not on_device(a) for a in flat_out]
         d_flat = [cuda.device_array(a.shape, dtype=a.dtype) if h else a for a, h in zip(flat_out, host_flat)]
         if self.chunks is not None and self.staged:   # host code: launches, GEMMs, sums into total
             total = cuda.device_array(self.n_acc, dtype=self.dtype) if self.n_acc else None

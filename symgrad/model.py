@@ -16,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from .autodiff import Adjoint
+from .cuda_runner import on_device
 from .derivation import Derivation
 from .derived import curvature, gradient, jacobian
 from .dsl import GraphError, Tensor
@@ -27,7 +28,7 @@ from .runner import KernelRunner
 if TYPE_CHECKING:
     from codegen.lower import Lowered, Sink
 
-__all__ = ["Model", "Objective", "compile", "DataError", "KINDS", "BACKENDS", "on_device"]
+__all__ = ["Model", "Objective", "compile", "DataError", "KINDS", "BACKENDS"]
 
 #: where the kernels run: Numba CPU (``@njit``) or numba-cuda (``@cuda.jit``)
 BACKENDS = ("cpu", "cuda")
@@ -43,15 +44,6 @@ def _runtime_hash() -> str:
     from codegen.cache import cache_key
     here = Path(__file__).parent
     return cache_key(*((here / f).read_text() for f in ("runtime.py", "cuda_runtime.py")))
-
-
-def on_device(x: Any) -> bool:
-    """Is ``x`` a GPU array (numba-cuda, CuPy, PyTorch: anything with
-    ``__cuda_array_interface__``, or the CUDA simulator's fake device array)?"""
-    try:
-        return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
-    except Exception:   # a PyTorch CUDA tensor that requires grad refuses to export itself
-        return True
 
 
 def _as_caller(out: Any, like: Any) -> Any:

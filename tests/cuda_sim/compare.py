@@ -204,7 +204,7 @@ def main(part: str) -> None:
                 # a device theta: results stay on the device (as the caller's array type)
                 from numba import cuda
 
-                from symgrad.model import on_device
+                from symgrad.cuda_runner import on_device
                 d_theta, d_v = cuda.to_device(theta), cuda.to_device(v)
                 f, g = gpu.value_and_grad(d_theta, dX, dT)
                 hv = gpu.hvp(d_theta, d_v, dX, dT)
