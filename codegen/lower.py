@@ -32,36 +32,16 @@ from dataclasses import dataclass, replace
 
 import sympy as sp
 
-from symgrad.ir import (BATCH, RESERVED, ArgMax, Assign, Detach, Einsum, Elementwise, Gather, IRError, Leaf,
-                        Program, Scatter, Value, arg_symbols)
+from symgrad.ir import Assign, IRError, Namer, Program, Value, arg_symbols
 from symgrad.cuda_runner import THREADS_PER_BLOCK
 from symgrad.runtime import BLAS_HELPERS
 
 from .fusion import drop_row_index, fuse_row_body, reindex
 from .kernel_ir import Compute, Kernel, Line, Loop, Ref, Stmt, walk_refs
+from .ops import rule_for
+from .targets import CPU, Target, target_of
 
-__all__ = ["Sink", "Lowered", "lower", "GEMM_MIN_WORK", "CHUNK_ESTIMATE", "TARGETS", "CUDA_LOCAL_MAX",
-           "CUDA_SHARED_ACC_BYTES", "CUDA_GEMM_MIN_WORK"]
-
-#: code targets of ``lower``
-TARGETS = ("cpu", "cuda")
-#: bytes of a block's shared accumulator: below it, a GPU block adds its threads' sums in shared
-#: memory (atomically) and writes one row of partials; above it, the pass is staged and a row
-#: kernel's block sums go to device memory (CUDA gives a block 48 KiB of static shared memory)
-CUDA_SHARED_ACC_BYTES = 40 * 1024
-#: elements of thread-local arrays a CUDA kernel may hold in all (256 KiB in float64; CUDA
-#: allows 512 KiB of local memory per thread, and reserves it for every resident thread)
-CUDA_LOCAL_MAX = 32768
-
-#: multiply-adds per sample from which a CUDA contraction is a tiled GEMM launch (a 64x64 layer),
-#: and the network runs as a staged pass
-CUDA_GEMM_MIN_WORK = 4096
-#: multiply-adds below which a contraction is emitted as loops, not a BLAS call
-GEMM_MIN_WORK = 8192
-#: contraction length below which a BLAS call never pays (x @ W.T with 2 input features)
-GEMM_MIN_DEPTH = 16
-#: rows assumed per chunk when estimating a chunk-level contraction's work
-CHUNK_ESTIMATE = 128
+__all__ = ["Sink", "Lowered", "Lowering", "lower"]
 
 
 @dataclass(frozen=True)
@@ -95,29 +75,12 @@ class _RowStage:
     loop: Loop
 
 
-class _Namer:
-    def __init__(self, taken: set[str]) -> None:
-        self.taken = set(taken) | RESERVED
-
-    def __call__(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.taken:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken.add(name)
-        return name
-
-
-def _parse(spec: str) -> tuple[list[str], str]:
-    lhs, out = spec.split("->")
-    return lhs.split(","), out
-
-
-class _Lowering:
+class Lowering:
     def __init__(self, program: Program, sinks: tuple[Sink, ...], float_type: str,
-                 flat_roles: frozenset[str], target: str = "cpu") -> None:
+                 flat_roles: frozenset[str], target: Target = CPU) -> None:
         self.program, self.sinks, self.ft = program, sinks, float_type
-        self.cuda = target == "cuda"
+        self.limits = target      # the target's thresholds and capacity limits
+        self.cuda = target.name == "cuda"
         self.staged = False       # CUDA: a sequence of launches (row kernels, tiled GEMMs), see lower()
         self.globals: dict[str, Value] = {}        # staged: per-sample arrays held in device memory
         self.gemm_sums: set[str] = set()           # staged: accumulator views a GEMM adds into
@@ -128,7 +91,7 @@ class _Lowering:
         self.by_name = by_name
         self.live = self._live({program.output(s.key).name for s in sinks})
         self.assigns = [a for a in program.body if a.out.name in self.live]
-        self.name = _Namer({a.out.name for a in program.body})
+        self.name = Namer(a.out.name for a in program.body)
         self.store: dict[str, _Store] = {}
         self.phase: dict[str, str] = {}
         self.consumers: dict[str, list[Assign]] = {}
@@ -150,13 +113,14 @@ class _Lowering:
         return live
 
     def is_reduction(self, a: Assign) -> bool:
-        return isinstance(a.op, Einsum) and not a.out.batched and any(x.batched for x in a.args)
+        """A sum over the batch: a value for all samples computed from per-sample ones."""
+        return not a.out.batched and any(x.batched for x in a.args)
 
     def _classify(self) -> None:
         after: dict[str, bool] = {}
         for a in self.assigns:
             dep = any(after[x.name] for x in a.args)
-            if isinstance(a.op, Leaf):
+            if a.op.is_leaf():
                 self.phase[a.out.name] = "B" if a.out.batched else "A"
             elif a.out.batched:
                 if dep:
@@ -183,10 +147,10 @@ class _Lowering:
             v = a.out
             if not v.shape or v.batched:
                 continue
-            if self.phase[v.name] == "B" and not isinstance(a.op, Leaf):
+            is_sum = rule_for(a.op).is_sum
+            if self.phase[v.name] == "B" and not a.op.is_leaf():
                 group[v.name] = v.name
-            elif (isinstance(a.op, Elementwise) and len(a.args) > 1
-                    and a.op.fn.expr == sp.Add(*arg_symbols(len(a.args)))
+            elif (is_sum is not None and is_sum(a)
                     and all(x.name in group and x.name not in outputs and x.shape == v.shape
                             and len(self.consumers.get(x.name, [])) == 1 for x in a.args)):
                 leader = group[a.args[0].name]
@@ -250,83 +214,6 @@ class _Lowering:
             body = [Loop(var, "0", str(n), tuple(body))]
         return body
 
-    def emit_elementwise(self, a: Assign, row: str | None) -> list[Stmt]:
-        fn = a.op.fn
-        idx = ("i", "j")[:len(a.out.shape)]
-        expr, binds = self.bind(fn.expr, a.args, [idx if x.shape else () for x in a.args], row)
-        tgt, op = self.target(a, idx, row)
-        comment = f"{a.out.name} = {fn.name}: {fn.expr}"
-        return self.loops(a.out.shape, idx, [Compute(tgt, expr, binds, op, comment)])
-
-    def emit_einsum(self, a: Assign, row: str | None) -> list[Stmt]:
-        ins, out = _parse(a.op.spec)
-        sizes: dict[str, int] = {}
-        for letters, x in zip(ins, a.args):
-            for ch, d in zip(letters.replace(BATCH, ""), x.shape):
-                sizes[ch] = d
-        for ch, d in zip(out.replace(BATCH, ""), a.out.shape):
-            sizes[ch] = d
-        out_l = [ch for ch in out if ch != BATCH]
-        red_l = sorted({ch for letters in ins for ch in letters if ch not in out and ch != BATCH},
-                       key=lambda ch: "".join(ins).index(ch))
-        var = dict(zip(out_l, ("i", "j"))) | dict(zip(red_l, ("k", "l", "m", "p")))
-        idx_of = [tuple(var[ch] for ch in letters if ch != BATCH) for letters in ins]
-        prod = sp.Mul(*arg_symbols(len(a.args)))
-        expr, binds = self.bind(prod, a.args, idx_of, row)
-        out_idx = tuple(var[ch] for ch in out_l)
-        tgt, op = self.target(a, out_idx, row)
-        comment = f"{a.out.name} = einsum('{a.op.spec}', {', '.join(x.name for x in a.args)})"
-        if red_l:
-            inner = self.loops(tuple(sizes[ch] for ch in red_l), tuple(var[ch] for ch in red_l),
-                               [Compute(tgt, expr, binds, "+=", comment)])
-            body = inner if op == "+=" else [Compute(tgt, sp.S.Zero, (), "=", ""), *inner]
-        else:
-            body = [Compute(tgt, expr, binds, op, comment)]
-        return self.loops(tuple(sizes[ch] for ch in out_l), out_idx, body)
-
-    def gemm_plan(self, a: Assign, per_row: bool) -> tuple[str, bool, str, bool] | None:
-        """(first, transpose it, second, transpose it) when ``a`` is a GEMM worth a call.
-
-        ``per_row`` (a staged CUDA pass) weighs the work per sample against
-        ``CUDA_GEMM_MIN_WORK`` and takes only operands the host driver holds
-        (per-sample arrays and parameters); otherwise the work over a chunk of
-        ``CHUNK_ESTIMATE`` rows is weighed against ``GEMM_MIN_WORK``.
-        """
-        if not isinstance(a.op, Einsum) or len(a.args) != 2:
-            return None
-        (la, lb), out = _parse(a.op.spec)
-        common = set(la) & set(lb)
-        k = common - set(out)
-        if len(k) != 1 or common - k or len(la) > 2 or len(lb) > 2 or len(la) != len(set(la)):
-            return None
-        if any(ch not in la + lb for ch in out) or any(ch not in out for ch in (set(la) | set(lb)) - k):
-            return None
-        (kc,) = k
-        m = [ch for ch in la if ch != kc]
-        n = [ch for ch in lb if ch != kc]
-        if not m and not n:
-            return None
-        size = {}
-        for letters, x in zip((la, lb), a.args):
-            dims = ((1 if per_row else CHUNK_ESTIMATE,) if x.batched else ()) + x.shape
-            size.update(zip(letters, dims))
-        work = size[kc] * (size[m[0]] if m else 1) * (size[n[0]] if n else 1)
-        min_work = CUDA_GEMM_MIN_WORK if per_row else GEMM_MIN_WORK
-        if work < min_work or (kc != BATCH and size[kc] < GEMM_MIN_DEPTH):
-            return None  # small or short contractions are cheaper fused into the loops around them
-        sa, sb = (self.store[x.name] for x in a.args)
-        if sa.kind != "array" or sb.kind != "array":
-            return None
-        held = [x.batched or (isinstance(self.by_name[x.name].op, Leaf) and self.by_name[x.name].op.role
-                              in self.flat_roles) for x in a.args]
-        if per_row and not all(held):
-            return None   # a parameter-only value computed in device code: the driver does not hold it
-        # op(A) as (m, k), op(B) as (k, n); the output's letter order may ask for (B^T A^T)
-        (first, t1), (second, t2) = (sa.name, la[-1] != kc), (sb.name, lb[0] != kc)
-        if m and n and out == n[0] + m[0]:
-            (first, t1), (second, t2) = (second, not t2), (first, not t1)
-        return first, t1, second, t2
-
     def gemm(self, a: Assign) -> Line | None:
         """The contraction as one BLAS call over the chunk (a tiled GPU GEMM in a staged CUDA
         pass), if it is a GEMM worth calling."""
@@ -361,57 +248,40 @@ class _Lowering:
         return Line(f"{alloc.text}\n{helper}({first}, {second}, {term})\nadd_into({acc}, {term})", comment,
                     reads, frozenset({acc}))
 
-    def emit_argmax(self, a: Assign, row: str | None) -> list[Stmt]:
-        x = a.args[0]
-        src = self.store[x.name].name
-        # a thread's own row (no row index), unless a staged pass keeps it in device memory
-        local = self.cuda and not self.staged and not isinstance(self.by_name[x.name].op, Leaf)
-        lead = f"{row}, " if x.batched and not local else ""
-        best, at = self.name("best"), self.name("best_at")
-        dst = (self.store[a.out.name].name if self.cuda and not self.staged and a.out.batched
-               else str(self.ref(a.out, (), row)))
-        text = (f"{best} = {src}[{lead}0]\n{at} = 0\n"
-                f"for i in range(1, {x.shape[0]}):\n"
-                f"    if {src}[{lead}i] > {best}:\n"
-                f"        {best} = {src}[{lead}i]\n"
-                f"        {at} = i\n"
-                f"{dst} = {at}")
-        return [Line(text, f"{a.out.name} = argmax({x.name})", frozenset({src}),
-                     frozenset({self.store[a.out.name].name}))]
-
     def emit(self, a: Assign, row: str | None) -> list[Stmt]:
-        op = a.op
-        if isinstance(op, Elementwise):
-            return self.emit_elementwise(a, row)
-        if isinstance(op, Einsum):
-            return self.emit_einsum(a, row)
-        if isinstance(op, ArgMax):
-            return self.emit_argmax(a, row)
-        if isinstance(op, Gather):
-            v, idx = a.args
-            local = (self.cuda and not self.staged and idx.batched
-                     and not isinstance(self.by_name[idx.name].op, Leaf))
-            q = Ref(self.store[idx.name].name) if local else self.ref(idx, (), row)
-            s = sp.Symbol("a0", real=True)
-            vr = self.ref(v, (str(q),), row)
-            tgt, o = self.target(a, (), row)
-            return [Compute(tgt, s, ((s, vr),), o, f"{a.out.name} = {v.name}[{idx.name}]")]
-        if isinstance(op, Scatter):
-            x, idx = a.args
-            s, si, sq = sp.symbols("a0 a1 a2", real=True)
-            expr = sp.Piecewise((s, sp.Eq(si, sq)), (0, True))
-            binds = [(si, Ref("i")), (sq, self.ref(idx, (), row))]
-            xr = self.ref(x, (), row)
-            if isinstance(xr, Ref):
-                binds.insert(0, (s, xr))
-            else:
-                expr = expr.xreplace({s: xr})
-            tgt, o = self.target(a, ("i",), row)
-            return self.loops((op.size,), ("i",), [Compute(
-                tgt, expr, tuple(binds), o, f"{a.out.name} = one_hot({idx.name}) * {x.name}")])
-        if isinstance(op, Detach):
-            return []
-        raise IRError(f"no lowering for {op!r}")  # pragma: no cover
+        """The statements of ``a`` (its op family's lowering rule, :mod:`codegen.ops`)."""
+        return rule_for(a.op).emit(self, a, row)
+
+    def gemm_plan(self, a: Assign, per_row: bool) -> tuple[str, bool, str, bool] | None:
+        """(first, transpose it, second, transpose it) when ``a`` is a GEMM worth a BLAS call."""
+        plan = rule_for(a.op).gemm_plan
+        return plan(self, a, per_row) if plan is not None else None
+
+    def index_vars(self, n: int) -> tuple[str, ...]:
+        """Loop variables over a value's ``n`` per-sample axes."""
+        return self._vars(("i", "j"), n, "axes")
+
+    def reduction_vars(self, n: int) -> tuple[str, ...]:
+        """Loop variables over an einsum's ``n`` summed axes."""
+        return self._vars(("k", "l", "m", "p"), n, "summed axes")
+
+    @staticmethod
+    def _vars(names: tuple[str, ...], n: int, what: str) -> tuple[str, ...]:
+        if n > len(names):
+            raise IRError(f"a value with {n} {what}: the lowering supports at most {len(names)}")
+        return names[:n]
+
+    @property
+    def rows_are_local(self) -> bool:
+        """A fused GPU pass: each thread keeps its current row of a per-sample value in local
+        arrays (the row index dropped); a staged pass keeps them in device memory."""
+        return self.cuda and not self.staged
+
+    def new_store(self, kind: str, name: str) -> _Store:
+        return _Store(kind, name)
+
+    def constant_store(self, expr: sp.Expr) -> _Store:
+        return _Store("const", expr=expr)
 
     # ------------------------------------------------------------------ storage
     def alloc(self, v: Value, rows: str | None, name: str = "") -> Line | None:
@@ -424,9 +294,9 @@ class _Lowering:
             for d in v.shape:
                 size *= d
             self.local_elements += size
-            if self.local_elements > CUDA_LOCAL_MAX:
+            if self.local_elements > self.limits.local_max:
                 raise IRError(f"backend 'cuda': {v.name!r} (shape {v.shape}) brings a thread's local arrays "
-                              f"to {self.local_elements} elements (at most {CUDA_LOCAL_MAX}, CUDA's local "
+                              f"to {self.local_elements} elements (at most {self.limits.local_max}, CUDA's local "
                               "memory per thread). Only the values that cross a staged pass's kernels "
                               "live in device memory, and a pass is staged only for a network with a "
                               "GEMM-sized layer or more sums than shared memory holds")
@@ -443,17 +313,10 @@ class _Lowering:
         slots = 0
         for a in self.assigns:
             v, op = a.out, a.op
-            if isinstance(op, Leaf):
-                if op.role == "batch_scale":
-                    self.store[v.name] = _Store("scalar", "inv_n")
-                elif op.role in self.flat_roles:
-                    self.store[v.name] = _Store("scalar" if not v.shape else "array", v.name)
-                else:
-                    self.store[v.name] = _Store("array", self.name(f"{v.name}_c"))
-            elif isinstance(op, Elementwise) and not a.args:
-                self.store[v.name] = _Store("const", expr=op.fn.expr)
-            elif isinstance(op, Detach):
-                self.store[v.name] = self.store[a.args[0].name]
+            hook = rule_for(op).store
+            chosen = hook(self, a) if hook is not None else None
+            if chosen is not None:
+                self.store[v.name] = chosen
             elif v.name in self.alias:
                 self.store[v.name] = self.store[self.alias[v.name]]
             elif self.phase[v.name] == "B" and not v.batched:
@@ -473,7 +336,7 @@ class _Lowering:
         self.phase_of_emit = phase
         out: list[Stmt] = []
         for a in self.assigns:
-            if self.phase[a.out.name] != phase or isinstance(a.op, (Leaf, Detach)):
+            if self.phase[a.out.name] != phase or not rule_for(a.op).computes:
                 continue
             st = self.store[a.out.name]
             if st.kind == "const" or (a.out.name in self.alias and phase == "C"):
@@ -529,7 +392,7 @@ class _Lowering:
 
         members: set[int] = set()
         for a in self.assigns:
-            if self.phase[a.out.name] != "B" or isinstance(a.op, (Leaf, Detach)):
+            if self.phase[a.out.name] != "B" or not rule_for(a.op).computes:
                 continue
             if self.store[a.out.name].kind == "const":
                 continue
@@ -624,22 +487,23 @@ class Lowered:
 
 def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: str,
           data: tuple[tuple[str, str], ...], flat_leaves: dict[str, str],
-          param_layout: dict[str, tuple[int, tuple[int, ...]]], doc: str = "", target: str = "cpu") -> Lowered:
+          param_layout: dict[str, tuple[int, tuple[int, ...]]], doc: str = "",
+          target: str | Target = "cpu") -> Lowered:
     """Lower ``program`` to its kernels.
 
     ``data``: (label, role) of the per-sample arguments the kernel takes, in order.
     ``flat_leaves``: role -> flat argument holding all leaves of that role (param -> theta,
     tangent -> v), laid out by ``param_layout`` (label -> (offset, shape)).
-    ``target``: "cpu" (``<name>_chunks`` over chunks c0..c1 in threads) or "cuda"
+    ``target``: "cpu" (``<name>_chunks`` over chunks c0..c1 in threads) or "cuda" (or a
+    configured :class:`~codegen.targets.Target`)
     (``<name>_chunks`` is one GPU thread per chunk of ``chunk`` rows, or, staged, the host
     code that launches the row kernels ``Lowered.stages`` and the tiled GEMMs).
     """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    cuda = target == "cuda"
-    L = _Lowering(program, sinks, float_type, frozenset(flat_leaves), target)
+    tgt = target_of(target)
+    cuda = tgt.name == "cuda"
+    L = Lowering(program, sinks, float_type, frozenset(flat_leaves), tgt)
     n_acc = L.plan_storage()
-    leaves = {a.op.label: a for a in L.assigns if isinstance(a.op, Leaf)}
+    leaves = {a.op.label: a for a in L.assigns if a.op.is_leaf()}
     inputs: list[str] = list(flat_leaves.values())
     data_args = []
     for label, role in data:
@@ -650,20 +514,20 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
     head: list[Stmt] = []
     if data_args:
         head.append(Line(f"n_samples = {data_args[0][0]}.shape[0]"))
-    if any(isinstance(a.op, Leaf) and a.op.role == "batch_scale" for a in L.assigns):
+    if any(a.op.is_leaf() and a.op.role == "batch_scale" for a in L.assigns):
         cast = float_type if cuda else f"np.{float_type}"
         head.append(Line(f"inv_n = {cast}(1.0 / n_samples)", "1/N: the objective is a mean"))
     for role, arr in flat_leaves.items():
         for a in L.assigns:
-            if isinstance(a.op, Leaf) and a.op.role == role:
+            if a.op.is_leaf() and a.op.role == role:
                 off, shape = param_layout[a.op.label]
                 view = f"{arr}[{off}]" if not shape else _view(arr, off, shape)
                 head.append(Line(f"{a.out.name} = {view}", f"{role} {a.op.label!r}"))
     itemsize = 8 if float_type == "float64" else 4
     # CUDA: a wide layer, or more sums than a block's shared memory holds, makes a staged pass
-    L.staged = cuda and (n_acc * itemsize > CUDA_SHARED_ACC_BYTES or any(
+    L.staged = cuda and (n_acc * itemsize > L.limits.shared_acc_bytes or any(
         L.phase[a.out.name] == "B" and L.gemm_plan(a, True) is not None for a in L.assigns))
-    block_sums = cuda and not L.staged and 0 < n_acc * itemsize <= CUDA_SHARED_ACC_BYTES
+    block_sums = cuda and not L.staged and 0 < n_acc * itemsize <= L.limits.shared_acc_bytes
     phase_a = L.unbatched_phase("A")
     sink_rows = [(s, program.output(s.key)) for s in sinks if s.kind == "rows"]
     chunk_body = L.batched_phase(sink_rows)
@@ -753,7 +617,7 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
     return Lowered(chunks, fin, n_acc, block_sums and chunks is not None, tuple(stage_kernels))
 
 
-def _staged_pass(L: _Lowering, name: str, stages: list[Stmt | _RowStage], head: list[Stmt],
+def _staged_pass(L: Lowering, name: str, stages: list[Stmt | _RowStage], head: list[Stmt],
                  phase_a: list[Stmt], data_args: list[tuple[str, Assign | None]], flat: list[str],
                  sink_rows: list[tuple[Sink, Value]], n_acc: int, ft: str, flat_out: list[str],
                  copies: list[tuple[Sink, int]]) -> tuple[Kernel, list[Kernel]]:
@@ -806,7 +670,7 @@ def _staged_pass(L: _Lowering, name: str, stages: list[Stmt | _RowStage], head: 
         loop = reindex([st.loop], {"acc"}, lambda index: (local.get(index[0], index[0]),))[0]
         core: list[Stmt] = [*st.allocs, *view_lines, loop]
         pre = head + phase_a + [Line("rows = r1 - r0")] + slices
-        fits = n_sums * itemsize <= CUDA_SHARED_ACC_BYTES
+        fits = n_sums * itemsize <= L.limits.shared_acc_bytes
         if n_sums and fits:
             opening, closing = _shared_block_sums(n_sums, ft, part)
             core = [opening, *core, closing]

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 from . import initializers, optim
 from .dsl import (ACTIVATIONS, GraphError, Tensor, abs, bce, bce_with_logits, dense, dot, elementwise, elu,
                   exp, gelu, hinge, huber, identity, input, kl_div, l1, l1_loss, l2, labels, leaky_relu,
-                  log, log_softmax, logsumexp, max, mean, mse, multiclass_hinge, nll, param, relu,
+                  log, log_softmax, logsumexp, max, mean, mse, multiclass_hinge, nll, one_hot, param, relu,
                   sigmoid, silu, softmax, softmax_cross_entropy, softplus, sqrt, square, sum, swish,
                   tanh, target)
 from .gradcheck import gradcheck
@@ -24,6 +24,6 @@ __all__ = [
     "input", "target", "labels", "param", "dense", "elementwise", "dot",
     "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu", "swish", "identity",
     "exp", "log", "sqrt", "abs", "square", "sum", "mean", "max", "logsumexp", "softmax", "log_softmax",
-    "mse", "l1_loss", "huber", "softmax_cross_entropy", "nll", "bce", "bce_with_logits", "hinge",
+    "one_hot", "mse", "l1_loss", "huber", "softmax_cross_entropy", "nll", "bce", "bce_with_logits", "hinge",
     "multiclass_hinge", "kl_div", "l2", "l1", "ACTIVATIONS",
 ]

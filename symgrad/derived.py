@@ -18,8 +18,13 @@ import sympy as sp
 
 from .autodiff import Adjoint, jvp, vjp
 from .ir import Builder, Program, Value
+from .ops.elementwise import constant
+from .ops.leaf import leaf
 
-__all__ = ["Curvature", "gradient", "curvature", "jacobian", "network_values"]
+__all__ = ["Curvature", "gradient", "curvature", "jacobian", "network_values", "COTANGENT"]
+
+#: the label of the Jacobian's per-sample cotangent argument (no user name can take it)
+COTANGENT = "@cotangent"
 
 
 def gradient(forward: Program) -> Adjoint:
@@ -37,16 +42,7 @@ class Curvature:
 
 def network_values(forward: Program) -> set[str]:
     """The forward values the ``split:*`` predictions depend on (the network, inclusive)."""
-    splits = [v.name for k, v in forward.outputs if k.startswith("split:")]
-    args = {a.out.name: a.args for a in forward.body}
-    seen: set[str] = set()
-    stack = list(splits)
-    while stack:
-        n = stack.pop()
-        if n not in seen:
-            seen.add(n)
-            stack.extend(x.name for x in args[n])
-    return seen
+    return forward.depends(v.name for k, v in forward.outputs if k.startswith("split:"))
 
 
 def curvature(forward: Program, adj: Adjoint) -> Curvature:
@@ -67,14 +63,14 @@ def curvature(forward: Program, adj: Adjoint) -> Curvature:
 
 def jacobian(forward: Program) -> Program:
     """Per-sample u^T d output / d theta for a per-sample cotangent leaf ``u`` (label
-    ``@cotangent``); outputs ``jac:<param>`` with a batch axis."""
+    :data:`COTANGENT`); outputs ``jac:<param>`` with a batch axis."""
     b = Builder()
     for a in forward.body:
         b.adopt(a)
     out = forward.output("output")
-    u = b.leaf("cotangent", "@cotangent", out.shape, True, name="u")
+    u = leaf(b, "cotangent", COTANGENT, out.shape, True, name="u")
     return vjp(forward, seeds={"output": u}, builder=b, per_sample=True, prefix="jac").program
 
 
 def _zero(b: Builder, like: Value) -> Value:
-    return b.elementwise(f"zero_{like.name}", sp.S.Zero, ())
+    return constant(b, sp.S.Zero, f"zero_{like.name}")

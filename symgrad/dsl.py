@@ -13,22 +13,24 @@ import re
 from typing import Callable, Sequence, Union
 
 import sympy as sp
+from sympy.core.function import AppliedUndef
 
 from .functions import Sigmoid, Softplus, Xlogy, clamped_log, positive_part
-from .ir import BATCH, Leaf
+from .ir import BATCH, IRError, Op, arg_symbols
+from .ops import ArgMax, Detach, Einsum, Elementwise, Gather, Leaf, ScalarFn, Scatter
+from .ops.einsum import LETTERS
 
 __all__ = [
     "Tensor", "GraphError", "input", "target", "labels", "param", "dense", "elementwise",
     "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu", "swish", "identity",
     "exp", "log", "sqrt", "abs", "square",
-    "sum", "mean", "max", "logsumexp", "softmax", "log_softmax", "dot",
+    "sum", "mean", "max", "logsumexp", "softmax", "log_softmax", "dot", "one_hot",
     "mse", "l1_loss", "huber", "softmax_cross_entropy", "nll", "bce", "bce_with_logits", "hinge",
     "multiclass_hinge", "kl_div", "l2", "l1", "ACTIVATIONS",
 ]
 
 Number = Union[int, float, sp.Expr]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_LETTERS = "ijklmnopqrstuvwxyz"
 _SERIAL = itertools.count()
 
 
@@ -52,23 +54,24 @@ def _check_shape(shape: int | Sequence[int], what: str) -> tuple[int, ...]:
 
 
 class Tensor:
-    """A node of the per-sample expression graph.
+    """A node of the per-sample expression graph: an IR op (:mod:`symgrad.ops`) applied to
+    argument nodes. ``shape``, ``batched`` and ``kind`` (real or index) come from the op's
+    type rule, checked when the node is built.
 
-    ``kind`` is leaf / elementwise / einsum / argmax / gather / detach and
-    ``payload`` the op's data (a Leaf, ``(name, sympy expr)``, an einsum spec).
     ``head`` is set on the result of a built-in loss: the prediction it scores,
     where the Gauss-Newton product splits network from loss (``logits`` on a
     log_softmax result, so nll can split at the logits).
     """
 
-    __slots__ = ("kind", "args", "shape", "batched", "payload", "name", "dtype", "serial", "head",
-                 "logits")
+    __slots__ = ("op", "args", "shape", "batched", "kind", "name", "serial", "head", "logits")
     __array_priority__ = 1000  # make numpy scalars defer to our operators
 
-    def __init__(self, kind: str, args: tuple[Tensor, ...], shape: tuple[int, ...], batched: bool,
-                 payload: object, name: str, dtype: str = "real") -> None:
-        self.kind, self.args, self.shape, self.batched = kind, args, shape, batched
-        self.payload, self.name, self.dtype = payload, name, dtype
+    def __init__(self, op: Op, args: tuple[Tensor, ...], name: str) -> None:
+        try:
+            self.shape, self.batched, self.kind = op.type(args)
+        except IRError as e:
+            raise GraphError(f"node {name!r}: {e}") from e
+        self.op, self.args, self.name = op, args, name
         self.serial = next(_SERIAL)  # creation order: parameters are laid out in it
         self.head: Tensor | None = None
         self.logits: Tensor | None = None
@@ -108,8 +111,8 @@ class Tensor:
 # ----------------------------------------------------------------------------- leaves
 
 def _leaf(role: str, name: str, shape: tuple[int, ...], batched: bool, *, init: object = None,
-          classes: int = 0, dtype: str = "real") -> Tensor:
-    return Tensor("leaf", (), shape, batched, Leaf(role, name, init, classes), name, dtype)
+          classes: int = 0, kind: str = "real") -> Tensor:
+    return Tensor(Leaf(role, name, init, classes, shape, batched, kind), (), name)
 
 
 def input(name: str, shape: int | Sequence[int]) -> Tensor:  # noqa: A001 - the contract's name
@@ -127,7 +130,7 @@ def labels(name: str, classes: int) -> Tensor:
     _check_name(name, "labels")
     if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
         raise GraphError(f"labels {name!r}: classes must be a positive int, got {classes!r}")
-    return _leaf("labels", name, (), True, classes=classes, dtype="index")
+    return _leaf("labels", name, (), True, classes=classes, kind="index")
 
 
 def param(name: str, shape: int | Sequence[int], init: object = None) -> Tensor:
@@ -152,27 +155,39 @@ def _as_tensor(x: Tensor | Number) -> Tensor | sp.Expr:
         raise GraphError(f"cannot use {x!r} ({type(x).__name__}) in a symgrad expression") from e
 
 
+def _check_expr(name: str, expr: sp.Expr) -> None:
+    undefined = sorted({str(f.func) for f in expr.atoms(AppliedUndef)})
+    if undefined:
+        raise GraphError(f"elementwise {name!r}: undefined SymPy function(s) {undefined} in "
+                         f"{expr}; SymPy cannot differentiate them and Numba cannot evaluate them")
+    if not isinstance(expr, sp.Expr) or expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        raise GraphError(f"elementwise {name!r}: {expr} is not a finite scalar expression")
+
+
 def _apply(name: str, expr_fn: Callable[..., sp.Expr], operands: Sequence[Tensor | Number],
            label: str | None = None) -> Tensor:
     """Build an elementwise node; numeric operands are folded into the SymPy expression."""
-    from .ir import arg_symbols
     items = [_as_tensor(o) for o in operands]
     tensors = [t for t in items if isinstance(t, Tensor)]
-    syms = iter(arg_symbols(len(tensors)))
-    expr = expr_fn(*[next(syms) if isinstance(t, Tensor) else t for t in items])
+    if not tensors:
+        raise GraphError(f"{name}: needs at least one symgrad tensor")
     for t in tensors:
-        if t.dtype != "real":
-            raise GraphError(f"{name}: {t.name} holds integer labels; use it through a loss or "
-                             "sg.one_hot-style ops, not arithmetic")
+        if t.kind != "real":
+            raise GraphError(f"{name}: {t.name} holds integer labels; use it through a loss, or "
+                             "sg.one_hot(labels) for a real (classes,) vector, not in arithmetic")
     shapes = {t.shape for t in tensors if t.shape != ()}
     if len(shapes) > 1:
         detail = ", ".join(f"{t.name} {t.shape}" for t in tensors)
         raise GraphError(f"{name}: shapes do not broadcast ({detail}); only scalars broadcast")
+    syms = iter(arg_symbols(len(tensors)))
+    try:
+        expr = sp.sympify(expr_fn(*[next(syms) if isinstance(t, Tensor) else t for t in items]))
+    except (TypeError, ValueError, sp.SympifyError) as e:
+        raise GraphError(f"elementwise {name!r}: the function did not build a SymPy expression "
+                         f"({type(e).__name__}: {e})") from e
+    _check_expr(name, expr)
     shape = shapes.pop() if shapes else ()
-    if not tensors:
-        raise GraphError(f"{name}: needs at least one symgrad tensor")
-    return Tensor("elementwise", tuple(tensors), shape, any(t.batched for t in tensors),
-                  (name, sp.sympify(expr)), label or name)
+    return Tensor(Elementwise(ScalarFn(name, expr, len(tensors)), shape), tuple(tensors), label or name)
 
 
 def _binary(name: str, fn: Callable[[sp.Expr, sp.Expr], sp.Expr], a: Tensor | Number,
@@ -192,14 +207,14 @@ def _einsum(name: str, spec: str, operands: tuple[Tensor, ...], shape: tuple[int
     parts = [(BATCH if t.batched else "") + s for t, s in zip(operands, ins.split(","))]
     batched = any(t.batched for t in operands)
     full = ",".join(parts) + "->" + (BATCH if batched else "") + out
-    return Tensor("einsum", operands, shape, batched, full, name)
+    return Tensor(Einsum(full, shape), operands, name)
 
 
 def _matmul(a: Tensor, b: Tensor, name: str = "matmul") -> Tensor:
     for t in (a, b):
         if not isinstance(t, Tensor):
             raise GraphError(f"{name}: @ needs symgrad tensors, got {type(t).__name__}")
-        if t.dtype != "real" or t.shape == ():
+        if t.kind != "real" or t.shape == ():
             raise GraphError(f"{name}: {t.name} of shape {t.shape} cannot be a matmul operand")
     if a.shape[-1] != b.shape[0]:
         raise GraphError(f"{name}: shape mismatch in {a.name} @ {b.name}: {a.shape} @ {b.shape} "
@@ -340,9 +355,9 @@ def dense(h: Tensor, n: int, activation: str | Callable[[Tensor], Tensor] | None
 # ----------------------------------------------------------------------------- reductions
 
 def _full(x: Tensor, what: str) -> str:
-    if not isinstance(x, Tensor) or x.dtype != "real":
+    if not isinstance(x, Tensor) or x.kind != "real":
         raise GraphError(f"{what}: expected a real symgrad Tensor, got {x!r}")
-    return _LETTERS[:len(x.shape)]
+    return LETTERS[:len(x.shape)]
 
 
 def sum(x: Tensor) -> Tensor:  # noqa: A001
@@ -364,14 +379,13 @@ def _vector(x: Tensor, what: str) -> None:
 def max(x: Tensor) -> Tensor:  # noqa: A001
     """Largest element of a vector; its gradient goes to the (first) largest element."""
     _vector(x, "max")
-    return Tensor("gather", (x, Tensor("argmax", (x,), (), x.batched, None, "argmax", "index")),
-                  (), x.batched, None, "max")
+    return Tensor(Gather(), (x, Tensor(ArgMax(), (x,), "argmax")), "max")
 
 
 def logsumexp(x: Tensor) -> Tensor:
     """log(sum(exp(x))), shifted by the (detached) maximum so it never overflows."""
     _vector(x, "logsumexp")
-    m = Tensor("detach", (max(x),), (), x.batched, None, "lse_shift")
+    m = Tensor(Detach(), (max(x),), "lse_shift")
     s = sum(_apply("exp_shifted", lambda a, b: sp.exp(a - b), (x, m)))
     return _apply("logsumexp", lambda a, b: b + sp.log(a), (s, m))
 
@@ -388,13 +402,24 @@ def log_softmax(x: Tensor) -> Tensor:
 
 def _pick(x: Tensor, y: Tensor, what: str) -> Tensor:
     _vector(x, what)
-    if not isinstance(y, Tensor) or y.dtype != "index":
-        raise GraphError(f"{what}: the second argument must be sg.labels, got {y!r}")
-    classes = y.payload.classes
+    _labels(y, what)
+    classes = y.op.classes
     if x.shape[0] != classes:
         raise GraphError(f"{what}: {x.name} has {x.shape[0]} entries but labels {y.name!r} "
                          f"have {classes} classes")
-    return Tensor("gather", (x, y), (), x.batched or y.batched, None, f"{x.name}[{y.name}]")
+    return Tensor(Gather(), (x, y), f"{x.name}[{y.name}]")
+
+
+def _labels(y: Tensor, what: str) -> None:
+    if not isinstance(y, Tensor) or y.kind != "index" or not y.op.is_leaf():
+        raise GraphError(f"{what}: the second argument must be sg.labels, got {y!r}")
+
+
+def one_hot(y: Tensor) -> Tensor:
+    """The (classes,) real vector that is 1 at the label ``y`` (an ``sg.labels``) and 0 elsewhere."""
+    _labels(y, "one_hot")
+    one = Tensor(Elementwise(ScalarFn("one", sp.S.One, 0)), (), "one")
+    return Tensor(Scatter(y.op.classes), (one, y), f"one_hot({y.name})")
 
 
 # ----------------------------------------------------------------------------- losses

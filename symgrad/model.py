@@ -18,7 +18,7 @@ from . import __version__
 from .autodiff import Adjoint
 from .cuda_runner import on_device
 from .derivation import Derivation
-from .derived import curvature, gradient, jacobian
+from .derived import COTANGENT, curvature, gradient, jacobian
 from .dsl import GraphError, Tensor
 from .ir import IRError
 from .initializers import initialize
@@ -202,8 +202,10 @@ class Model:
     """
 
     def __init__(self, forward: Forward, adjoint: Adjoint, dtype: np.dtype, fastmath: bool,
-                 check_finite: bool, title: str, backend: str = "cpu") -> None:
-        self.backend = backend
+                 check_finite: bool, title: str, target: Any = None) -> None:
+        from codegen.targets import CPU
+        self.target = target or CPU   # a codegen.targets.Target: thresholds, limits, emitter
+        self.backend = self.target.name
         self._forward = forward
         self._adjoint = adjoint
         self._groups: dict[str, _Group] = {}
@@ -770,8 +772,6 @@ def _build_group(model: Model, group: str) -> _Group:
 
     # codegen imports symgrad.ir; importing it here keeps `import codegen.x` free of a cycle
     from codegen.cache import cache_key, load_source
-    from codegen.emit_cpu import emit_module
-    from codegen.emit_cuda import emit_cuda_module
     from codegen.lower import lower
     fwd, sig, ft = model._forward, model.signature, model.dtype.name
     t0 = time.perf_counter()
@@ -794,11 +794,11 @@ def _build_group(model: Model, group: str) -> _Group:
         flat = {"param": "theta", "tangent": "v"} if spec.tangent else {"param": "theta"}
         args = data if spec.data == "all" else inputs
         if kind == "jacobian":
-            args += (("@cotangent", "cotangent"),)
+            args += ((COTANGENT, "cotangent"),)
         try:
             lowered[kind] = lower(programs[spec.program], _sinks(kind, spec, sig), name=kind, float_type=ft,
                                   data=args, flat_leaves=flat, param_layout=layout, doc=spec.doc,
-                                  target=model.backend)
+                                  target=model.target)
         except IRError as e:
             if model.backend == "cpu" or group == "first":
                 raise
@@ -806,8 +806,7 @@ def _build_group(model: Model, group: str) -> _Group:
     t2 = time.perf_counter()
     kernels = [k for low in lowered.values() for k in low.kernels]
     title = model.title + ("" if group == "first" else " (second order)")
-    emit = emit_cuda_module if model.backend == "cuda" else emit_module
-    source = emit(kernels, title=title, float_type=ft, fastmath=model.fastmath, version=__version__)
+    source = model.target.emitter(kernels, title=title, float_type=ft, fastmath=model.fastmath, version=__version__)
     t3 = time.perf_counter()
     key = cache_key(source, model.backend, ft, str(model.fastmath), numba.__version__, __version__,
                     _runtime_hash())
@@ -827,20 +826,21 @@ def _float_type(dtype: Any) -> np.dtype:
 
 
 def compile(loss: Tensor, output: Tensor | None = None, *, dtype: Any = np.float64,  # noqa: A001
-            backend: str = "cpu", fastmath: bool = False, check_finite: bool = True,
+            backend: Any = "cpu", fastmath: bool = False, check_finite: bool = True,
             name: str = "model") -> Model:
     """Derive and generate the kernels of ``loss`` (a per-sample scalar expression).
 
     ``output`` (optional) is what :meth:`Model.predict` returns and
     :meth:`Model.jacobian` differentiates. ``fastmath`` lets LLVM reassociate
     floating-point sums (faster, results then depend on vectorization).
-    ``check_finite`` rejects NaN/inf in data. The first-order kernels are
-    generated here; the second-order ones (hvp, gnvp, value_grad_hvp,
-    jacobian) on their first use.
+    ``check_finite`` rejects NaN/inf in data. ``backend`` is "cpu", "cuda" or
+    a configured :class:`codegen.targets.Target` (its thresholds and limits).
+    The first-order kernels are generated here; the second-order ones (hvp,
+    gnvp, value_grad_hvp, jacobian) on their first use.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "cuda":
+    from codegen.targets import target_of
+    target = target_of(backend)
+    if target.name == "cuda":
         from .cuda_runner import cuda_status
         ok, why = cuda_status()
         if not ok:
@@ -854,7 +854,7 @@ def compile(loss: Tensor, output: Tensor | None = None, *, dtype: Any = np.float
     adj = gradient(fwd.program)
     t2 = time.perf_counter()
     title = f"{name}: loss {loss.name!r}, params {', '.join(fwd.signature.param_names) or '-'}"
-    model = Model(fwd, adj, dt, fastmath, check_finite, title, backend)
+    model = Model(fwd, adj, dt, fastmath, check_finite, title, target)
     first = model._group("first")
     model.stats.update({
         "ops_before_cse": fwd.requested_ops + adj.builder.requested,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sympy as sp
-from sympy.core.function import AppliedUndef
-
 from .dsl import GraphError, Tensor
-from .ir import BATCH, Builder, Leaf, Program, Value, arg_symbols
+from .ir import BATCH, Builder, IRError, Program, Value, arg_symbols
+from .ops.einsum import einsum
+from .ops.elementwise import elementwise
+from .ops.leaf import leaf
 
 __all__ = ["Signature", "Forward", "build_forward"]
 
@@ -50,31 +50,25 @@ class Forward:
     requested_ops: int
 
 
-def _leaves(roots: list[Tensor]) -> list[Tensor]:
+def _nodes(roots: list[Tensor]) -> list[Tensor]:
+    """Every node ``roots`` reach, in creation order."""
     seen: dict[int, Tensor] = {}
     stack = list(roots)
     while stack:
         t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen[id(t)] = t
-        stack.extend(t.args)
-    return sorted((t for t in seen.values() if t.kind == "leaf"), key=lambda t: t.serial)
+        if id(t) not in seen:
+            seen[id(t)] = t
+            stack.extend(t.args)
+    return sorted(seen.values(), key=lambda t: t.serial)
+
+
+def _leaves(roots: list[Tensor]) -> list[Tensor]:
+    return [t for t in _nodes(roots) if t.op.is_leaf()]
 
 
 def _heads(loss: Tensor) -> list[Tensor]:
     """Predictions scored by built-in losses in ``loss``'s graph, in creation order."""
-    seen: set[int] = set()
-    heads: dict[int, Tensor] = {}
-    stack = [loss]
-    while stack:
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        if t.head is not None:
-            heads[id(t.head)] = t.head
-        stack.extend(t.args)
+    heads = {id(t.head): t.head for t in _nodes([loss]) if t.head is not None}
     return sorted(heads.values(), key=lambda t: t.serial)
 
 
@@ -83,27 +77,18 @@ def _signature(roots: list[Tensor]) -> Signature:
     by_name: dict[str, Tensor] = {}
     for t in leaves:
         if t.name in by_name and by_name[t.name] is not t:
-            raise GraphError(f"duplicate name {t.name!r}: two different {t.payload.role}/"
-                             f"{by_name[t.name].payload.role} leaves share it")
+            raise GraphError(f"duplicate name {t.name!r}: two different {t.op.role}/"
+                             f"{by_name[t.name].op.role} leaves share it")
         by_name[t.name] = t
     params, offset = [], 0
     for t in leaves:
-        if t.payload.role == "param":
-            params.append((t.name, t.shape, offset, t.payload.init))
+        if t.op.role == "param":
+            params.append((t.name, t.shape, offset, t.op.init))
             offset += t.size
-    data = [t for t in leaves if t.payload.role != "param"]
-    data.sort(key=lambda t: (t.payload.role != "input", t.serial))
-    return Signature(tuple(params), tuple((t.name, t.payload.role, t.shape, t.payload.classes)
+    data = [t for t in leaves if t.op.role != "param"]
+    data.sort(key=lambda t: (t.op.role != "input", t.serial))
+    return Signature(tuple(params), tuple((t.name, t.op.role, t.shape, t.op.classes)
                                           for t in data), offset)
-
-
-def _check_expr(t: Tensor, expr: sp.Expr) -> None:
-    undefined = sorted({str(f.func) for f in expr.atoms(AppliedUndef)})
-    if undefined:
-        raise GraphError(f"elementwise node {t.name!r}: undefined SymPy function(s) {undefined} in "
-                         f"{expr}; SymPy cannot differentiate them and Numba cannot evaluate them")
-    if not isinstance(expr, sp.Expr) or expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
-        raise GraphError(f"elementwise node {t.name!r}: {expr} is not a finite scalar expression")
 
 
 class _Emitter:
@@ -112,54 +97,37 @@ class _Emitter:
         self.memo: dict[int, Value] = {}
 
     def emit(self, t: Tensor) -> Value:
-        hit = self.memo.get(id(t))
-        if hit is not None:
-            return hit
-        args = tuple(self.emit(a) for a in t.args)
-        b = self.b
-        if t.kind == "leaf":
-            leaf: Leaf = t.payload
-            v = b.leaf(leaf.role, t.name, t.shape, t.batched, kind=t.dtype, init=leaf.init,
-                       classes=leaf.classes)
-        elif t.kind == "elementwise":
-            fname, expr = t.payload
-            _check_expr(t, expr)
-            v = b.elementwise(fname, expr, args, note=t.name)
-        elif t.kind == "einsum":
-            v = b.einsum(t.name, t.payload, args, t.shape)
-        elif t.kind == "argmax":
-            v = b.argmax(t.name, args[0])
-        elif t.kind == "gather":
-            v = b.gather(t.name, args[0], args[1])
-        elif t.kind == "detach":
-            v = b.detach(t.name, args[0])
-        else:  # pragma: no cover - the DSL creates no other kinds
-            raise GraphError(f"unknown node kind {t.kind!r}")
-        self.memo[id(t)] = v
-        return v
+        """The value of ``t``, emitting every node it needs first, in creation order (no
+        recursion: a graph of any depth)."""
+        if id(t) not in self.memo:
+            for n in _nodes([t]):
+                if id(n) not in self.memo:
+                    try:
+                        self.memo[id(n)] = self.b.apply(n.op, tuple(self.memo[id(a)] for a in n.args), n.name)
+                    except IRError as e:
+                        raise GraphError(f"node {n.name!r}: {e}") from e
+        return self.memo[id(t)]
 
     def objective(self, t: Tensor) -> Value:
         """mean over the batch of ``t``, pushed through affine elementwise nodes."""
         if not t.batched:
             return self.emit(t)
-        if t.kind == "elementwise":
-            _, expr = t.payload
-            syms = arg_symbols(len(t.args))
-            if all(not sp.diff(expr, s).free_symbols for s in syms):
-                parts = tuple(self.objective(a) for a in t.args)
-                return self.b.elementwise("objective", expr, parts, note=f"mean of {t.name}")
+        pushed = t.op.mean_through(self.b, lambda: tuple(self.objective(a) for a in t.args),
+                                   note=f"mean of {t.name}")
+        if pushed is not None:
+            return pushed
         per_sample = self.emit(t)
-        total = self.b.einsum("loss_sum", f"{BATCH}->", (per_sample,), (), note=f"sum of {t.name}")
-        inv_n = self.b.leaf("batch_scale", "inv_n", (), False)
-        return self.b.elementwise("objective", arg_symbols(2)[0] * arg_symbols(2)[1],
-                                  (total, inv_n), note=f"mean of {t.name}")
+        total = einsum(self.b, "loss_sum", f"{BATCH}->", (per_sample,), (), note=f"sum of {t.name}")
+        inv_n = leaf(self.b, "batch_scale", "inv_n", (), False)
+        return elementwise(self.b, "objective", arg_symbols(2)[0] * arg_symbols(2)[1], (total, inv_n),
+                           note=f"mean of {t.name}")
 
 
 def build_forward(loss: Tensor, output: Tensor | None = None) -> Forward:
     """The forward program of ``loss`` (a per-sample scalar) and optionally ``output``."""
     if not isinstance(loss, Tensor):
         raise GraphError(f"loss must be a symgrad Tensor, got {type(loss).__name__}")
-    if loss.shape != () or loss.dtype != "real":
+    if loss.shape != () or loss.kind != "real":
         raise GraphError(f"loss must be a per-sample scalar; node {loss.name!r} has shape {loss.shape}"
                          " (reduce it with sg.sum or sg.mean)")
     if output is not None and not isinstance(output, Tensor):

@@ -19,10 +19,11 @@ def _walk(t: Tensor, env: dict, memo: dict):
     if id(t) in memo:
         return memo[id(t)]
     args = [_walk(a, env, memo) for a in t.args]
-    if t.kind == "leaf":
+    kind = type(t.op).__name__
+    if kind == "Leaf":
         val = env[t.name]
-    elif t.kind == "elementwise":
-        _, expr = t.payload
+    elif kind == "Elementwise":
+        expr = t.op.fn.expr
         syms = arg_symbols(len(args))
         shape = t.shape
 
@@ -31,19 +32,22 @@ def _walk(t: Tensor, env: dict, memo: dict):
         val = np.empty(shape, dtype=object)
         for idx in np.ndindex(*shape) if shape else [()]:
             val[idx] = expr.xreplace({s: at(a, ti, idx) for s, a, ti in zip(syms, args, t.args)})
-    elif t.kind == "einsum":
-        spec = t.payload.replace("b", "")
+    elif kind == "Einsum":
+        spec = t.op.spec.replace("b", "")
         val = np.array(np.einsum(spec, *args), dtype=object) if spec else args[0]
-    elif t.kind == "argmax":
+    elif kind == "ArgMax":
         v = args[0]
         val = np.array(int(np.argmax([float(e.subs(env["__point__"])) for e in v])), dtype=object)
-    elif t.kind == "gather":
+    elif kind == "Gather":
         v, idx = args
         val = np.array(v[int(idx[()])], dtype=object)
-    elif t.kind == "detach":
+    elif kind == "Scatter":
+        x, idx = args
+        val = np.array([x[()] if j == int(idx[()]) else sp.S.Zero for j in range(t.op.size)], dtype=object)
+    elif kind == "Detach":
         val = args[0]
     else:
-        raise ValueError(t.kind)
+        raise ValueError(kind)
     val = np.asarray(val, dtype=object)
     memo[id(t)] = val
     return val

@@ -46,7 +46,7 @@ def _params(t):
         if id(n) in seen:
             continue
         seen.add(id(n))
-        if n.kind == "leaf" and n.payload.role == "param":
+        if n.op.is_leaf() and n.op.role == "param":
             out.append(n)
         stack.extend(n.args)
     return out

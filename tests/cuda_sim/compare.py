@@ -3,6 +3,7 @@ kernel kind of the CUDA backend against the CPU backend on tiny models; prints o
 relative errors (and a few facts and sources)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -56,8 +57,9 @@ def models(dtype):
 
 
 def staged_models(dtype):
-    """Models that run as staged passes once ``codegen.lower``'s thresholds are lowered (the
-    simulator runs a few hundred threads a second: GEMMs of wide layers would take minutes)."""
+    """Models that run as staged passes on a CUDA target with lowered thresholds (``backend`` is
+    given that target; the simulator runs a few hundred threads a second: GEMMs of wide layers
+    would take minutes)."""
     def shared(backend):
         """W2 used twice (two GEMM terms add into one sum), labels and argmax, penalties, one of
         them on a product of parameters alone (device code, not a GEMM launch), and names that
@@ -117,12 +119,13 @@ def compare_kinds(out, label, cpu, gpu, data, n=7, kinds=KINDS):
 def staged(out):
     """Staged passes: row kernels and tiled GEMMs, in float64 and float32, one or three blocks,
     block sums in shared memory and (too many for it) in device memory."""
-    import codegen.lower as lowering
     import symgrad.cuda_runtime as runtime
-    lowering.CUDA_GEMM_MIN_WORK, runtime.GEMM_TILE = 16, 4
+    from codegen.targets import CUDA
+    runtime.GEMM_TILE = 4
+    small_gemms = dataclasses.replace(CUDA, gemm_min_work_per_row=16)
     for dtype in (np.float64, np.float32):
         for name, build, data in staged_models(dtype):
-            cpu, gpu = build("cpu"), build("cuda")
+            cpu, gpu = build("cpu"), build(small_gemms)
             out[f"staged {name}"] = sorted(k for k in KINDS if gpu._lowered(k).staged)
             if dtype is np.float32 and name != "gemv":
                 continue   # float32: one model (the simulator runs a few hundred threads a second)
@@ -157,10 +160,10 @@ def staged(out):
     runtime.gemm(cuda.to_device(m.T.copy()), cuda.to_device(x), d_c, False, False, False)   # matrix @ column
     errs.append(rel(d_c.copy_to_host(), m.T @ x))
     out["gemm"] = max(errs)
-    lowering.CUDA_SHARED_ACC_BYTES = 64   # 8 sums: a row kernel's block sums go to device memory
+    # 8 sums in 64 bytes: a row kernel's block sums go to device memory
     x, t = sg.input("x", 5), sg.target("t", 2)
     loss = sg.mse(sg.dense(sg.dense(x, 6, "tanh", name="l1"), 2, name="l2"), t)
-    cpu, gpu = sg.compile(loss), sg.compile(loss, backend="cuda")
+    cpu, gpu = sg.compile(loss), sg.compile(loss, backend=dataclasses.replace(small_gemms, shared_acc_bytes=64))
     src = out["device-memory block sums source"] = gpu.source("value_and_grad")
     # chunks of 128 rows: 300 rows run as 128 + 128 + 44, each in one or two blocks
     row_bytes = int(re.search(r"stage_rows\(n_samples, (\d+)\)", src).group(1))

@@ -1,0 +1,30 @@
+"""The names generated code uses for itself, owned once.
+
+The generated modules import the runtime helpers by these names, and the
+lowering uses the locals below; IR values (named after the user's graph)
+never take any of them. ``symgrad.runtime`` and ``symgrad.cuda_runtime``
+export exactly the helper names listed here (a test checks it), and the
+emitters' import lines are printed from these tuples.
+"""
+from __future__ import annotations
+
+import builtins
+import keyword
+
+__all__ = ["CPU_RUNTIME", "CUDA_RUNTIME", "CUDA_TYPES", "KERNEL_LOCALS", "RESERVED"]
+
+#: what a generated CPU module imports from symgrad.runtime
+CPU_RUNTIME = ("add_into", "chunk_rows", "dot_nn", "dot_nt", "dot_tn", "dot_tt", "sigmoid", "softplus",
+               "sum_rows", "tanh", "xlogy")
+#: what a generated CUDA module imports from symgrad.cuda_runtime (a staged pass's host driver)
+CUDA_RUNTIME = ("THREADS_PER_BLOCK", "add_partials", "blocks_for", "gemm", "slot_index", "stage_rows", "zero")
+#: numba types a generated CUDA module imports
+CUDA_TYPES = ("cuda", "float32", "float64", "int64")
+#: modules, kernel arguments and loop variables of the generated code
+KERNEL_LOCALS = ("math", "np", "njit", "prange", "expm1", "theta", "v", "grad", "out", "hv", "partials",
+                 "acc", "total", "chunk", "n_samples", "inv_n", "c", "c0", "c1", "r", "r0", "r1", "rows",
+                 "i", "j", "k", "l", "m", "p", "q", "best", "best_at", "result", "reduce_partials", "blocks")
+
+#: no IR value is ever named one of these
+RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
+    CPU_RUNTIME + CUDA_RUNTIME + CUDA_TYPES + KERNEL_LOCALS)

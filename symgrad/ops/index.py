@@ -1,0 +1,123 @@
+"""Index ops: argmax over a vector, gather (``v[idx]``) and its adjoint scatter.
+
+They carry max (gather at the argmax), class labels (gather at the label) and
+log-sum-exp's shift. The index is never differentiated: gather and scatter are
+linear in their real argument and transpose into each other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from ..ir import CONSTANT, Assign, Builder, IRError, Linearity, Op, Typed, Value
+
+if TYPE_CHECKING:
+    from ..autodiff import Pullback, Pushforward
+
+__all__ = ["ArgMax", "Gather", "Scatter", "argmax", "gather", "scatter"]
+
+
+def _switching(index: Linearity, value: Linearity) -> Linearity:
+    """A selection at an index that moves with the parameters is piecewise in them."""
+    if index.degree == 0:
+        return value
+    return Linearity(max(value.degree, 2), value.kink or index.kink)
+
+
+@dataclass(frozen=True)
+class ArgMax(Op):
+    """Index of the largest element of a vector (first one on ties)."""
+
+    differentiable = False
+
+    def type(self, args: Sequence[Typed]) -> tuple[tuple[int, ...], bool, str]:
+        (x,) = args
+        if len(x.shape) != 1 or x.kind != "real":
+            raise IRError(f"argmax: {x.name} of shape {x.shape} is not a real vector")
+        return (), x.batched, "index"
+
+    def jvp(self, pf: Pushforward, a: Assign, tangents: list[Value | None]) -> Value | None:
+        return None
+
+    def linearity(self, a: Assign, args: list[Linearity]) -> Linearity:
+        return Linearity(2, f"max over {a.args[0].name}") if args[0].degree else CONSTANT
+
+    def format(self, a: Assign, latex: bool) -> str:
+        return f"{_n(a.out.name, latex)} = argmax({_n(a.args[0].name, latex)})"
+
+
+@dataclass(frozen=True)
+class Gather(Op):
+    """``v[idx]`` for a vector v and an index value."""
+
+    def type(self, args: Sequence[Typed]) -> tuple[tuple[int, ...], bool, str]:
+        v, idx = args
+        if len(v.shape) != 1 or v.kind != "real" or idx.kind != "index" or idx.shape:
+            raise IRError(f"gather: {v.name}{v.shape} at {idx.name}{idx.shape} needs a real vector "
+                          "and a scalar index")
+        return v.shape[:-1], v.batched or idx.batched, "real"
+
+    def vjp(self, pb: Pullback, a: Assign, g: Value) -> None:
+        v, idx = a.args
+        if pb.is_active(v):
+            pb.add(v, scatter(pb.b, f"d_{v.name}", g, idx, v.shape[-1], note=f"d {a.out.name} / d {v.name}"))
+
+    def jvp(self, pf: Pushforward, a: Assign, tangents: list[Value | None]) -> Value | None:
+        if tangents[0] is None:
+            return None
+        return gather(pf.b, f"t_{a.out.name}", tangents[0], a.args[1], note=f"tangent of {a.out.name}")
+
+    def linearity(self, a: Assign, args: list[Linearity]) -> Linearity:
+        return _switching(args[1], args[0])
+
+    def format(self, a: Assign, latex: bool) -> str:
+        return f"{_n(a.out.name, latex)} = {_n(a.args[0].name, latex)}[{_n(a.args[1].name, latex)}]"
+
+
+@dataclass(frozen=True)
+class Scatter(Op):
+    """A vector of length ``size``, zero but for ``a`` at position ``idx``."""
+
+    size: int
+
+    def type(self, args: Sequence[Typed]) -> tuple[tuple[int, ...], bool, str]:
+        x, idx = args
+        if x.shape or x.kind != "real" or idx.kind != "index" or idx.shape:
+            raise IRError(f"scatter: {x.name}{x.shape} at {idx.name}{idx.shape} needs a real scalar and "
+                          "a scalar index")
+        return x.shape + (self.size,), x.batched or idx.batched, "real"
+
+    def vjp(self, pb: Pullback, a: Assign, g: Value) -> None:
+        x, idx = a.args
+        if pb.is_active(x):
+            pb.add(x, gather(pb.b, f"d_{x.name}", g, idx, note=f"d {a.out.name} / d {x.name}"))
+
+    def jvp(self, pf: Pushforward, a: Assign, tangents: list[Value | None]) -> Value | None:
+        if tangents[0] is None:
+            return None
+        return scatter(pf.b, f"t_{a.out.name}", tangents[0], a.args[1], self.size,
+                       note=f"tangent of {a.out.name}")
+
+    def linearity(self, a: Assign, args: list[Linearity]) -> Linearity:
+        return _switching(args[1], args[0])
+
+    def format(self, a: Assign, latex: bool) -> str:
+        n = _n(a.out.name, latex)
+        return f"{n} = onehot({_n(a.args[1].name, latex)}, {self.size}) * {_n(a.args[0].name, latex)}"
+
+
+def _n(name: str, latex: bool) -> str:
+    return name.replace("_", r"\_") if latex else name
+
+
+def argmax(b: Builder, name: str, v: Value) -> Value:
+    return b.apply(ArgMax(), (v,), name)
+
+
+def gather(b: Builder, name: str, v: Value, idx: Value, note: str = "") -> Value:
+    return b.apply(Gather(), (v, idx), name, note)
+
+
+def scatter(b: Builder, name: str, a: Value, idx: Value, size: int, note: str = "") -> Value:
+    return b.apply(Scatter(size), (a, idx), name, note)
+
