@@ -21,7 +21,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterator
 
-__all__ = ["cache_dir", "cache_key", "load_source", "cache_info", "cache_clear", "CacheWarning"]
+__all__ = ["cache_dir", "cache_key", "load_source", "cache_info", "cache_clear", "CacheWarning",
+           "numba_cache_failed", "flush_numba_cache"]
 
 _PREFIX = "symgrad_k_"
 
@@ -129,6 +130,35 @@ def load_source(source: str, key: str) -> tuple[ModuleType, bool, Path]:
         with contextlib.suppress(OSError):
             path.unlink()
         raise
+
+
+def numba_cache_failed(error: BaseException) -> bool:
+    """Did ``error`` come from reading Numba's on-disk cache (a damaged index or machine-code file:
+    pickle errors, MemoryError, EOFError, ... raised inside ``numba.core.caching``)?"""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        tb = e.__traceback__
+        while tb is not None:
+            if Path(tb.tb_frame.f_code.co_filename).parts[-3:] == ("numba", "core", "caching.py"):
+                return True
+            tb = tb.tb_next
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def flush_numba_cache(dispatchers: list[object], error: BaseException) -> None:
+    """Empty the Numba cache index of each dispatcher (written anew, atomically), so the next call
+    compiles and saves fresh machine code instead of reading the damaged entry; warns."""
+    for d in dispatchers:
+        cache = getattr(d, "_cache", None)
+        if cache is not None:
+            cache.flush()
+    names = ", ".join(getattr(d, "__name__", "?") for d in dispatchers)
+    warnings.warn(f"symgrad: Numba's cached machine code for {names} could not be read "
+                  f"({type(error).__name__}: {error}); the entry was removed and the kernels are being "
+                  "recompiled", CacheWarning, stacklevel=4)
 
 
 def cache_info() -> dict[str, object]:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .autodiff import Adjoint, jvp, vjp
-from .ir import Builder, Program, Value
+from .ir import Builder, Linearity, Program, Value
 from .ops.elementwise import constant
 from .ops.leaf import leaf
 
-__all__ = ["Curvature", "gradient", "curvature", "jacobian", "network_values", "COTANGENT"]
+__all__ = ["Curvature", "gradient", "curvature", "jacobian", "network_values", "linearity", "COTANGENT"]
 
 #: the label of the Jacobian's per-sample cotangent argument (no user name can take it)
 COTANGENT = "@cotangent"
@@ -59,6 +59,15 @@ def curvature(forward: Program, adj: Adjoint) -> Curvature:
                  constant=forward_names)
         outputs += [(f"gn:{label}", gn.get(g.name) or _zero(b, g)) for label, g in adj.grads.items()]
     return Curvature(b.program(tuple(outputs)), bool(network))
+
+
+def linearity(forward: Program, key: str = "objective") -> Linearity:
+    """How output ``key`` depends on the parameters, from each op's linearity rule: a degree-2
+    (piecewise affine) objective has a Hessian that is zero almost everywhere."""
+    lin: dict[str, Linearity] = {}
+    for a in forward.body:
+        lin[a.out.name] = a.op.linearity(a, [lin[x.name] for x in a.args])
+    return lin[forward.output(key).name]
 
 
 def jacobian(forward: Program) -> Program:

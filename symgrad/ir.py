@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
 
 import sympy as sp
 
@@ -108,6 +108,11 @@ class Op:
     def linearity(self, a: Assign, args: list[Linearity]) -> Linearity:
         """How the output depends on the parameters, from how the arguments do."""
         return max(args, key=lambda x: x.degree, default=CONSTANT) if args else CONSTANT
+
+    def evaluate(self, a: Assign, args: list[Any], n: int) -> Any:
+        """The value in NumPy, for ``n`` samples: a batched array has the batch axis first. The
+        reference interpreter (:func:`symgrad.interpret.run`) that rule tests check against."""
+        raise NotImplementedError(f"{type(self).__name__} has no NumPy evaluation rule")
 
     def format(self, a: Assign, latex: bool) -> str:
         """The assignment as a line of the derivation a user reads."""

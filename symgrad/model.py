@@ -18,7 +18,7 @@ from . import __version__
 from .autodiff import Adjoint
 from .cuda_runner import on_device
 from .derivation import Derivation
-from .derived import COTANGENT, curvature, gradient, jacobian
+from .derived import COTANGENT, curvature, gradient, jacobian, linearity
 from .dsl import GraphError, Tensor
 from .ir import IRError
 from .initializers import initialize
@@ -149,6 +149,8 @@ class _Kind:
     parameters), output / jac (per-sample rows). ``program``: which derived
     program it is lowered from. ``group``: first-order kernels are built by
     ``compile``; second-order ones on first use, in a module of their own.
+    ``data``: whose data arrays the kind takes (the forward output it reads:
+    "objective" or "output"), exactly those, in ``data_names`` order.
     """
 
     group: str
@@ -160,19 +162,19 @@ class _Kind:
 
 
 _KIND_SPECS = {
-    "loss": _Kind("first", "forward", ("objective",), False, "all",
+    "loss": _Kind("first", "forward", ("objective",), False, "objective",
                   "Objective: mean over the batch of the per-sample loss."),
-    "value_and_grad": _Kind("first", "gradient", ("objective", "grad"), False, "all",
+    "value_and_grad": _Kind("first", "gradient", ("objective", "grad"), False, "objective",
                             "Objective and its gradient (written into grad), forward and backward fused."),
-    "predict": _Kind("first", "forward", ("output",), False, "inputs",
+    "predict": _Kind("first", "forward", ("output",), False, "output",
                      "The output expression for each sample."),
-    "hvp": _Kind("second", "curvature", ("hv",), True, "all",
+    "hvp": _Kind("second", "curvature", ("hv",), True, "objective",
                  "Exact Hessian of the objective times v (into hv): forward over reverse, fused."),
-    "gnvp": _Kind("second", "curvature", ("gn",), True, "all",
+    "gnvp": _Kind("second", "curvature", ("gn",), True, "objective",
                   "Generalized Gauss-Newton product J^T H_loss J v (+ penalties' exact Hv), into gnv."),
-    "value_grad_hvp": _Kind("second", "curvature", ("objective", "grad", "hv"), True, "all",
+    "value_grad_hvp": _Kind("second", "curvature", ("objective", "grad", "hv"), True, "objective",
                             "Objective, gradient and Hessian-vector product in one fused pass."),
-    "jacobian": _Kind("second", "jacobian", ("jac",), False, "inputs",
+    "jacobian": _Kind("second", "jacobian", ("jac",), False, "output",
                       "Per-sample rows u^T d output / d theta for the cotangent u, into jac."),
 }
 #: every kernel kind (predict and jacobian need an output; gnvp a loss split point)
@@ -221,9 +223,39 @@ class Model:
         self.data_names: tuple[str, ...] = sig.data_names
         self.n_params: int = sig.size
         self._specs = {n: _DataSpec(n, role, shape, classes) for n, role, shape, classes in sig.data}
-        self._inputs = tuple(n for n, role, _, _ in sig.data if role == "input")
+        # the data each kind reads: what the objective (and the loss's split points) or the output
+        # depends on, in data_names order; a kind takes exactly these arguments
+        prog = forward.program
+        reads = {"objective": prog.depends(v.name for k, v in prog.outputs if k != "output"),
+                 "output": prog.depends([prog.output("output").name]) if any(
+                     k == "output" for k, _ in prog.outputs) else set()}
+        labels = {a.out.name: a.op.label for a in prog.leaves}
+        self._reads = {key: tuple(n for n in self.data_names if n in {labels[v] for v in vals if v in labels})
+                       for key, vals in reads.items()}
+        self._objective_data = self._reads["objective"]
+        self._inputs = self._reads["output"]
         self.has_output = any(k == "output" for k, _ in forward.program.outputs)
         self.has_split = any(k.startswith("split:") for k, _ in forward.program.outputs)
+
+    @property
+    def piecewise_linear(self) -> str:
+        """Non-empty when the objective is piecewise linear in the parameters (its Hessian, and
+        so its Gauss-Newton matrix, is zero almost everywhere): names the op with the kink
+        (hinge, relu, abs, max, ...), or says the objective is affine."""
+        lin = linearity(self._forward.program)
+        if lin.degree == 2:
+            return lin.kink
+        return "an affine objective" if lin.degree == 1 else ""
+
+    def warn_flat_curvature(self, method: str) -> None:
+        """Warn (once per model) that a curvature-based ``method`` sees no curvature here."""
+        kink = self.piecewise_linear
+        if kink and not self.__dict__.get("_warned_flat"):
+            self._warned_flat = True
+            warnings.warn(f"{method}: the objective is piecewise linear in the parameters (through {kink}), "
+                          "so its Hessian and Gauss-Newton matrix are zero almost everywhere and a "
+                          "second-order step has no curvature to use; first-order methods or L-BFGS "
+                          "suit it better", RuntimeWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ parameters
     def init(self, seed: int | None = 0) -> np.ndarray:
@@ -365,10 +397,17 @@ class Model:
         runner = self._runner(kind)
         if kind in self.stats["kernels_compiled"]:
             return runner(n, lead, rows_out, flat_out)
+        from codegen.cache import flush_numba_cache, numba_cache_failed
         t0 = time.perf_counter()
-        res = runner(n, lead, rows_out, flat_out)
         # the compiled kernels (a staged kind's driver is plain Python; its row kernels count)
         fns = [f for f in (runner.chunks, runner.finish, *getattr(runner, "stages", ())) if hasattr(f, "stats")]
+        try:
+            res = runner(n, lead, rows_out, flat_out)
+        except Exception as e:   # a damaged Numba cache entry is rebuilt, never fatal
+            if not numba_cache_failed(e):
+                raise
+            flush_numba_cache(fns, e)
+            res = runner(n, lead, rows_out, flat_out)
         hits = [bool(getattr(f.stats, "cache_hits", None)) for f in fns]
         self.stats["kernels_compiled"][kind] = {
             "first_call_seconds": round(time.perf_counter() - t0, 4),
@@ -378,7 +417,7 @@ class Model:
     # ------------------------------------------------------------------ objective
     def bind(self, *data: Any, **named: Any) -> Objective:
         """The objective on these data, checked once: what optimizers call in their loops."""
-        return Objective(self, self._data(self.data_names, data, named))
+        return Objective(self, self._data(self._objective_data, data, named))
 
     def to_device(self, *data: Any, **named: Any) -> Any:
         """Data arrays checked (as for any call) and copied to the GPU once, by position in
@@ -536,7 +575,7 @@ class Model:
         spec, low = _KIND_SPECS[kind], self._lowered(kind)
         n, p, ft = 3, self.n_params, self.dtype
         args: list[Any] = [np.zeros(p, dtype=ft)] + ([np.zeros(p, dtype=ft)] if spec.tangent else [])
-        for name in (self._inputs if spec.data == "inputs" else self.data_names):
+        for name in self._reads[spec.data]:
             sp_ = self._specs[name]
             args.append(np.zeros(n, np.int64) if sp_.role == "labels"
                         else np.zeros((n,) + sp_.shape, dtype=ft))
@@ -711,7 +750,11 @@ class Objective:
         return self.model.jacobian(theta, *self._inputs())
 
     def _inputs(self) -> list[np.ndarray]:
-        names = self.model.data_names
+        names = self.model._objective_data
+        missing = [n for n in self.model._inputs if n not in names]
+        if missing:
+            raise DataError(f"the output reads {missing}, which the objective does not: call "
+                            "model.predict / model.jacobian with them")
         return [self.data[names.index(n)] for n in self.model._inputs]
 
     def hessian(self, theta: Any, max_params: int = 4096) -> np.ndarray:
@@ -781,8 +824,7 @@ def _build_group(model: Model, group: str) -> _Group:
         if model.has_output:
             programs["jacobian"] = jacobian(fwd.program)
     t1 = time.perf_counter()
-    data = tuple((n, role) for n, role, _, _ in sig.data)
-    inputs = tuple((n, role) for n, role, _, _ in sig.data if role == "input")
+    roles = {n: role for n, role, _, _ in sig.data}
     layout = {n: (off, shape) for n, shape, off, _ in sig.params}
     lowered: dict[str, Lowered] = {}
     refused: dict[str, IRError] = {}
@@ -792,7 +834,7 @@ def _build_group(model: Model, group: str) -> _Group:
         if (kind == "predict" and not model.has_output) or (kind == "gnvp" and not model.has_split):
             continue
         flat = {"param": "theta", "tangent": "v"} if spec.tangent else {"param": "theta"}
-        args = data if spec.data == "all" else inputs
+        args = tuple((n, roles[n]) for n in model._reads[spec.data])
         if kind == "jacobian":
             args += ((COTANGENT, "cotangent"),)
         try:

@@ -85,3 +85,27 @@ def test_info_and_clear(tmp_path, monkeypatch):
     assert cache.cache_info()["modules"] == 1
     assert cache.cache_clear() >= 1
     assert cache.cache_info()["modules"] == 0
+
+
+def test_a_damaged_numba_cache_entry_is_rebuilt_with_a_warning(tmp_path):
+    """Junk or truncated files of Numba's index and machine code, one after another: each next
+    process warns, rebuilds, and gets the same result; the rebuilt entry then loads."""
+    first = _run(tmp_path, "64")
+    pyc = tmp_path / "__pycache__"
+    env = dict(os.environ, SYMGRAD_CACHE_DIR=str(tmp_path))
+    for damage in ("junk index", "truncated index", "junk machine code", "empty machine code"):
+        files = sorted(pyc.glob("*.nbi" if "index" in damage else "*.nbc"))
+        assert files, damage
+        for f in files:
+            if damage.startswith("junk"):
+                with open(f, "r+b") as fh:
+                    fh.seek(8)
+                    fh.write(b"\x00junk\xff" * 4)
+            else:
+                f.write_bytes(f.read_bytes()[:3] if "index" in damage else b"")
+        out = subprocess.run([sys.executable, "-W", "always", "-c", SCRIPT, "64"], env=env, capture_output=True,
+                             text=True, check=True)
+        assert "CacheWarning" in out.stderr and "recompiled" in out.stderr, (damage, out.stderr)
+        again = json.loads(out.stdout.strip().splitlines()[-1])
+        assert again["J"] == first["J"] and again["numba"] == "miss", damage
+    assert _run(tmp_path, "64")["numba"] == "hit"      # the rebuilt entry is good

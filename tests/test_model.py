@@ -237,3 +237,42 @@ def test_an_array_changed_in_shape_or_dtype_in_place_is_checked_again(quick):
     model.loss(theta, X, T)
     X.dtype = np.int64                                 # reinterpreted in place: converted, not trusted
     np.testing.assert_equal(model.loss(theta, X, T), model.loss(theta, X.astype(np.float64), T))
+
+
+def test_each_kind_takes_exactly_the_data_it_reads():
+    x, f, t = sg.input("x", 2), sg.input("f", 1), sg.target("t", 1)
+    out = sg.dense(x, 1, name="l")
+    model = sg.compile(sg.mse(out + f, t), output=out)
+    rng = np.random.default_rng(0)
+    X, F, T = rng.normal(size=(6, 2)), rng.normal(size=(6, 1)), rng.normal(size=(6, 1))
+    theta = model.init(0)
+    P = model.predict(theta, X)          # the output reads x alone: no f, no t
+    assert P.shape == (6, 1)
+    np.testing.assert_allclose(model.predict(theta, x=X, f=F), P)   # known extras by name are ignored
+    assert model.jacobian(theta, X).shape == (6, 1, model.n_params)
+    J = model.loss(theta, X, F, T)
+    assert J == pytest.approx(np.mean((P + F - T) ** 2))
+    with pytest.raises(sg.DataError, match=r"missing data argument\(s\) \[.t.\]"):
+        model.loss(theta, X, F)
+
+
+def test_labels_in_arithmetic_point_to_one_hot():
+    x, y = sg.input("x", 3), sg.labels("y", 3)
+    with pytest.raises(sg.GraphError, match=r"sg\.one_hot"):
+        y * 2.0
+    o = sg.dense(x, 3, name="l")
+    model = sg.compile(sg.sum((o - sg.one_hot(y)) ** 2))     # squared error against one-hot targets
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])
+    theta = model.init(0) + 0.1
+    W, b = model.unflatten(theta)["l.W"], model.unflatten(theta)["l.b"]
+    assert model.loss(theta, X, Y) == pytest.approx(np.mean(np.sum((X @ W.T + b - np.eye(3)[Y]) ** 2, axis=1)))
+    assert sg.gradcheck(model, theta, X, Y) < 1e-6
+
+
+def test_a_constant_elementwise_is_refused_at_its_node():
+    x = sg.input("x", 3)
+    with pytest.raises(sg.GraphError, match="elementwise 'two'.*does not depend on its per-sample operand"):
+        sg.sum(sg.elementwise("two", lambda a: 2.0)(x))
+    with pytest.raises(sg.GraphError, match=r"does not depend on .* x"):
+        sg.elementwise("first", lambda a, b: a)(sg.param("w", 3), x)

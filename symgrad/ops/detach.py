@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..ir import CONSTANT, Assign, Builder, Linearity, Op, Typed, Value
 
@@ -27,6 +27,9 @@ class Detach(Op):
 
     def linearity(self, a: Assign, args: list[Linearity]) -> Linearity:
         return CONSTANT   # its derivatives are zero, so it adds no curvature
+
+    def evaluate(self, a: Assign, args: list[Any], n: int) -> Any:
+        return args[0]
 
     def format(self, a: Assign, latex: bool) -> str:
         out, x = (n.replace("_", r"\_") if latex else n for n in (a.out.name, a.args[0].name))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
 
 from ..ir import BATCH, CONSTANT, CURVED, Assign, Builder, IRError, Linearity, Op, Typed, Value
 from .elementwise import add
@@ -96,6 +98,14 @@ class Einsum(Op):
         if not live:
             return CONSTANT
         return live[0] if len(live) == 1 else CURVED   # two varying operands: bilinear
+
+    def evaluate(self, a: Assign, args: list[Any], n: int) -> Any:
+        ins, out = parse_spec(self.spec)
+        present = [ch for ch in out if any(ch in p for p in ins)]
+        val = np.einsum(",".join(ins) + "->" + "".join(present), *args)
+        full = ((n,) if BATCH in out else ()) + self.shape   # letters only the output has broadcast
+        expand = tuple(i for i, ch in enumerate(out) if ch not in present)
+        return np.broadcast_to(np.expand_dims(val, expand) if expand else val, full)
 
     def format(self, a: Assign, latex: bool) -> str:
         ins, out = parse_spec(self.spec)

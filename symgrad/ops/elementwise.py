@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import numpy as np
 import sympy as sp
 
 from ..ir import (BATCH, CONSTANT, CURVED, Assign, Builder, IRError, Linearity, Op, Typed, Value,
@@ -161,9 +162,18 @@ class Elementwise(Op):
         firsts = {i: _clean(sp.diff(self.fn.expr, syms[i])) for i in live}
         if any(_clean(sp.diff(firsts[i], syms[j])) != 0 for i in live for j in live):
             return CURVED
-        if all(not d.free_symbols for d in firsts.values()):
-            return worst   # affine in the arguments
-        return Linearity(2, worst.kink or f"{self.fn.name} ({a.note or a.out.name})")
+        varying = {syms[i] for i in live}
+        if all(not (d.free_symbols & varying) for d in firsts.values()):
+            return worst   # affine in the varying arguments
+        where = f" in {a.note}" if a.note and a.note != self.fn.name else ""
+        return Linearity(2, worst.kink or f"{self.fn.name}{where}")
+
+    def evaluate(self, a: Assign, args: list[Any], n: int) -> Any:
+        # a per-sample scalar meets per-sample arrays: its batch axis first, the rest broadcast
+        vals = [np.reshape(v, (n,) + (1,) * len(self.shape)) if x.batched and not x.shape and self.shape
+                else np.asarray(v) for v, x in zip(args, a.args)]
+        out = _numpy_fn(self.fn.expr, self.fn.arity)(*vals)
+        return np.broadcast_to(out, ((n,) if a.out.batched else ()) + self.shape).astype(float)
 
     def format(self, a: Assign, latex: bool) -> str:
         syms = arg_symbols(len(a.args))
@@ -182,6 +192,16 @@ class Elementwise(Op):
         if any(sp.diff(self.fn.expr, s).free_symbols for s in syms):
             return None
         return elementwise(b, "objective", self.fn.expr, means(), note=note)
+
+
+@lru_cache(maxsize=1024)
+def _numpy_fn(expr: sp.Expr, arity: int) -> Callable[..., Any]:
+    """``expr`` as a NumPy function; symgrad's stable functions by their SymPy class names."""
+    stable = {"Sigmoid": lambda x: 0.5 * (1 + np.tanh(x / 2)),
+              "Softplus": lambda x: np.logaddexp(0, x),
+              "Xlogy": lambda x, y: np.where(x == 0, 0.0, x * np.log(np.where(x == 0, 1.0, y))),
+              "Heaviside": lambda x, *h: np.where(x > 0, 1.0, 0.0), "DiracDelta": lambda x: 0 * x}
+    return sp.lambdify(arg_symbols(arity), expr, modules=[stable, "numpy"])
 
 
 def elementwise(b: Builder, name: str, expr: sp.Expr, args: tuple[Value, ...], note: str = "") -> Value:

@@ -7,7 +7,9 @@ linear in their real argument and transpose into each other.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
 
 from ..ir import CONSTANT, Assign, Builder, IRError, Linearity, Op, Typed, Value
 
@@ -42,6 +44,9 @@ class ArgMax(Op):
     def linearity(self, a: Assign, args: list[Linearity]) -> Linearity:
         return Linearity(2, f"max over {a.args[0].name}") if args[0].degree else CONSTANT
 
+    def evaluate(self, a: Assign, args: list[Any], n: int) -> Any:
+        return np.argmax(args[0], axis=-1)
+
     def format(self, a: Assign, latex: bool) -> str:
         return f"{_n(a.out.name, latex)} = argmax({_n(a.args[0].name, latex)})"
 
@@ -69,6 +74,13 @@ class Gather(Op):
 
     def linearity(self, a: Assign, args: list[Linearity]) -> Linearity:
         return _switching(args[1], args[0])
+
+    def evaluate(self, a: Assign, args: list[Any], n: int) -> Any:
+        v, idx = args
+        if not a.out.batched:
+            return v[idx]
+        v = np.broadcast_to(v, (n,) + a.args[0].shape)
+        return v[np.arange(n), np.broadcast_to(idx, (n,))]
 
     def format(self, a: Assign, latex: bool) -> str:
         return f"{_n(a.out.name, latex)} = {_n(a.args[0].name, latex)}[{_n(a.args[1].name, latex)}]"
@@ -100,6 +112,12 @@ class Scatter(Op):
 
     def linearity(self, a: Assign, args: list[Linearity]) -> Linearity:
         return _switching(args[1], args[0])
+
+    def evaluate(self, a: Assign, args: list[Any], n: int) -> Any:
+        x, idx = args
+        lead = (n,) if a.out.batched else ()
+        return np.where(np.arange(self.size) == np.reshape(idx, np.shape(idx) + (1,)),
+                        np.reshape(x, np.shape(x) + (1,)), 0.0) * np.ones(lead + (self.size,))
 
     def format(self, a: Assign, latex: bool) -> str:
         n = _n(a.out.name, latex)

@@ -88,6 +88,9 @@ class Optimizer(ABC):
     defaults: ClassVar[dict[str, Any]] = {}
     #: whether the method may run on mini-batches (``batch_size``)
     stochastic: ClassVar[bool] = False
+    #: whether its steps come from the Hessian or Gauss-Newton matrix (warned about on a piecewise
+    #: linear objective, where both are zero almost everywhere)
+    uses_curvature: ClassVar[bool] = False
 
     def __init__(self, model: Model | Objective, theta0: Any, *data: Any, batch_size: int | None = None,
                  seed: int | None = 0, **options: Any) -> None:
@@ -121,6 +124,8 @@ class Optimizer(ABC):
         self.state: dict[str, Any] = {}
         self.info: dict[str, float] = {"ls_trials": 0, "damping": math.nan, "lr": math.nan}
         self._setup()
+        if self.uses_curvature:
+            self.model.warn_flat_curvature(self.name)
 
     # hooks -----------------------------------------------------------------------------
     def _setup(self) -> None:

@@ -101,6 +101,7 @@ class Newton(LineSearchMethod):
     """Damped Newton: p = -(H + tau I)^-1 g on the dense Hessian, tau >= damping raised until
     H + tau I is positive definite; then a line search (or the full step)."""
 
+    uses_curvature = True
     name = "newton"
     defaults: ClassVar[dict[str, Any]] = {"damping": 0.0, "line_search": "armijo", "c1": 1e-4, "c2": 0.9,
                                           "max_params": 4096}
@@ -135,6 +136,7 @@ class NewtonCG(LineSearchMethod):
     """Truncated Newton / Hessian-free (see the module doc). ``curvature``: "hvp" (exact Hessian)
     or "gnvp" (Gauss-Newton, Martens' choice for networks)."""
 
+    uses_curvature = True
     name = "newton_cg"
     defaults: ClassVar[dict[str, Any]] = {"damping": 1e-2, "curvature": "hvp", "cg_max_iter": 250,
                                           "cg_tol": None, "cg_decay": 0.95, "adapt_damping": True,
@@ -197,6 +199,8 @@ class _GaussNewtonBase(LineSearchMethod):
     """The damped Gauss-Newton system (G + lambda I) p = -g, by the ``solver`` option:
     "cg" (matrix-free on GN products), "dense" (G from P GN products) or "jacobian"
     (least-squares objectives only: G = 2/(N K) J^T J from the output Jacobian)."""
+
+    uses_curvature = True
 
     solver_defaults: ClassVar[dict[str, Any]] = {"solver": "cg", "cg_max_iter": 250, "cg_tol": None,
                                                  "max_params": 4096}

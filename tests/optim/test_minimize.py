@@ -301,3 +301,21 @@ def test_full_step_newton_may_climb_on_its_way():
     assert res.status == "converged" and res.n_iter <= 10
     np.testing.assert_allclose(res.theta, [1.0, 1.0], atol=1e-8)
     assert max(h["loss"] for h in res.history) > res.history[0]["loss"]   # it did climb
+
+
+def test_curvature_methods_warn_once_on_a_piecewise_linear_objective(recwarn):
+    import warnings
+    x, y = sg.input("x", 4), sg.labels("y", 3)
+    model = sg.compile(sg.multiclass_hinge(sg.dense(x, 3, name="l"), y))
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(20, 4)), np.arange(20) % 3
+    assert model.piecewise_linear == "margin"
+    with pytest.warns(RuntimeWarning, match=r"newton: .*piecewise linear.*through margin"):
+        minimize(model, model.init(0), X, Y, method="newton", max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # once per model; first-order methods never warn
+        minimize(model, model.init(0), X, Y, method="newton_cg", max_iter=2)
+        minimize(model, model.init(0), X, Y, method="lbfgs", max_iter=2)
+        smooth = sg.compile(sg.softmax_cross_entropy(sg.dense(x, 3, name="l"), y))
+        assert smooth.piecewise_linear == ""
+        minimize(smooth, smooth.init(0), X, Y, method="newton", max_iter=2)

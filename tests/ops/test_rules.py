@@ -1,0 +1,158 @@
+"""Each op family's rules on tiny programs, with no Numba: the NumPy interpreter
+(symgrad.interpret) evaluates the forward program, the gradient program (vjp rules), the tangents
+(jvp rules) and the Hessian-vector product (jvp over vjp), and central differences of the forward
+program check them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symgrad as sg
+from symgrad.autodiff import jvp
+from symgrad.derived import curvature, gradient, linearity
+from symgrad.interpret import run
+from symgrad.ir import Builder, IRError
+from symgrad.ops import Einsum, Elementwise, ScalarFn, einsum, elementwise, leaf
+from symgrad.program import build_forward
+
+
+def _args(fwd, theta, data):
+    out = dict(data)
+    for name, shape, off, _ in fwd.signature.params:
+        size = int(np.prod(shape)) if shape else 1
+        out[name] = theta[off:off + size].reshape(shape)
+    return out
+
+
+def _flat(fwd, res, prefix):
+    return np.concatenate([np.ravel(res[f"{prefix}:{name}"] * np.ones(shape))
+                           for name, shape, _, _ in fwd.signature.params])
+
+
+def check_rules(loss, data, n, seed=0):
+    """Gradient, tangent and HVP of ``loss``'s objective against central differences."""
+    fwd = build_forward(loss)
+    rng = np.random.default_rng(seed)
+    theta = rng.normal(size=fwd.signature.size)
+    v = rng.normal(size=theta.size)
+    f = lambda t: float(run(fwd.program, _args(fwd, t, data), n)["objective"])   # noqa: E731
+    adj = gradient(fwd.program)
+    g = _flat(fwd, run(adj.program, _args(fwd, theta, data), n), "grad")
+    h = 1e-6
+    fd = np.array([(f(theta + h * e) - f(theta - h * e)) / (2 * h) for e in np.eye(theta.size)])
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
+    # jvp of the forward program: the objective's tangent is g . v (a tangent leaf has its
+    # parameter's label, so it gets v's values under that label)
+    b = Builder()
+    for a in fwd.program.body:
+        b.adopt(a)
+    dot = jvp(fwd.program.body, b)
+    primal, tangent = _args(fwd, theta, data), _args(fwd, v, {})
+    tangent_prog = b.program((("t", dot[fwd.program.output("objective").name]),))
+    assert float(_run_tangent(tangent_prog, primal, tangent, n)) == pytest.approx(g @ v, rel=1e-9, abs=1e-12)
+    # forward over reverse: Hv against differences of the gradient
+    cur = curvature(fwd.program, adj).program
+    hv = _flat(fwd, _run_tangent(cur, primal, tangent, n, all_outputs=True), "hv")
+    gp = _flat(fwd, run(adj.program, _args(fwd, theta + h * v, data), n), "grad")
+    gm = _flat(fwd, run(adj.program, _args(fwd, theta - h * v, data), n), "grad")
+    np.testing.assert_allclose(hv, (gp - gm) / (2 * h), rtol=1e-5, atol=1e-7)
+    return fwd
+
+
+def _run_tangent(prog, primal, tangent, n, all_outputs=False):
+    """Run a program with both parameter leaves (role param) and tangent leaves (same labels)."""
+    env = {}
+    for a in prog.body:
+        if a.op.is_leaf():
+            src = tangent if a.op.role == "tangent" else primal
+            env[a.out.name] = 1.0 / n if a.op.role == "batch_scale" else np.asarray(
+                src[a.op.label], dtype=np.int64 if a.out.kind == "index" else float)
+        else:
+            env[a.out.name] = a.op.evaluate(a, [env[x.name] for x in a.args], n)
+    if all_outputs:
+        return {k: np.asarray(env[v.name]) for k, v in prog.outputs}
+    return env[prog.outputs[0][1].name]
+
+
+RNG = np.random.default_rng(1)
+X = RNG.normal(size=(5, 3))
+T = RNG.normal(size=(5, 2))
+Y = np.array([0, 1, 2, 1, 0])
+
+
+def test_elementwise_rules():
+    x, t = sg.input("x", 3), sg.target("t", 2)
+    w, c = sg.param("w", 3), sg.param("c", ())
+    u = sg.tanh(w * x) + sg.sigmoid(c) * x ** 2 + sg.softplus(x - c)
+    loss = sg.sum(sg.elementwise("mix", lambda a, b: a * sp.exp(-b ** 2))(u, w)) + sg.sum(t) * c ** 2
+    check_rules(loss, {"x": X, "t": T}, 5)
+
+
+def test_einsum_rules():
+    x, t = sg.input("x", 3), sg.target("t", 2)
+    W, V = sg.param("W", (2, 3)), sg.param("V", (2, 2))
+    o = V @ sg.tanh(W @ x)                       # products of parameters and data
+    loss = sg.mse(o, t) + sg.dot(o, o) * 0.1 + 0.01 * sg.l2(V @ V)   # bilinear and parameter-only terms
+    check_rules(loss, {"x": X, "t": T}, 5)
+
+
+def test_index_rules():
+    x, y = sg.input("x", 3), sg.labels("y", 3)
+    W = sg.param("W", (3, 3))
+    o = sg.tanh(W @ x)
+    loss = sg.softmax_cross_entropy(o, y) + sg.max(o) + 0.3 * sg.sum(sg.one_hot(y) * o ** 2)
+    check_rules(loss, {"x": X, "y": Y}, 5)
+
+
+def test_detach_stops_the_gradient():
+    x = sg.input("x", 3)
+    w = sg.param("w", 3)
+    z = w * x
+    loss = sg.sum(z * z) - sg.logsumexp(z)        # log-sum-exp's shift is detached
+    check_rules(loss, {"x": X}, 5)
+
+
+def test_interpreter_matches_numpy():
+    x, t = sg.input("x", 3), sg.target("t", 2)
+    W = sg.param("W", (2, 3))
+    fwd = build_forward(sg.mse(sg.relu(W @ x), t))
+    Wv = np.arange(6.0).reshape(2, 3) / 7 - 0.3
+    got = run(fwd.program, {"x": X, "t": T, "W": Wv}, 5)["objective"]
+    assert got == pytest.approx(np.mean(np.mean((np.maximum(X @ Wv.T, 0) - T) ** 2, axis=1)))
+
+
+def test_type_rules_refuse_bad_arguments():
+    b = Builder()
+    x = leaf(b, "input", "x", (3,), True)
+    W = leaf(b, "param", "W", (2, 4), False)
+    with pytest.raises(IRError, match="index 'j' has sizes"):
+        einsum(b, "z", "ij,bj->bi", (W, x), (2,))
+    with pytest.raises(IRError, match="does not match"):
+        b.apply(Einsum("ij,j->i", (2,)), (W, x), "z")
+    with pytest.raises(IRError, match="do not give"):
+        b.apply(Elementwise(ScalarFn("f", sp.Symbol("a0", real=True), 1), (4,)), (x,), "f")
+
+
+def test_builder_folds_constants_and_shares_equal_ops():
+    b = Builder()
+    x = leaf(b, "input", "x", (3,), True)
+    two = elementwise(b, "two", sp.Integer(2), ())
+    a0, a1 = sp.symbols("a0 a1", real=True)
+    y1 = elementwise(b, "scale", a0 * a1, (x, two))
+    y2 = elementwise(b, "scale", a0 * a1, (x, two))
+    assert y1 is y2 and b.body[-1].op.fn.expr == 2 * a0 and b.body[-1].args == (x,)
+    assert elementwise(b, "id", a0, (x,)) is x          # the identity is no op
+
+
+def test_linearity_finds_piecewise_linear_objectives():
+    x, y, t = sg.input("x", 3), sg.labels("y", 3), sg.target("t", 3)
+    W = sg.param("W", (3, 3))
+    o = W @ x
+    assert linearity(build_forward(sg.multiclass_hinge(o, y)).program).degree == 2
+    assert linearity(build_forward(sg.l1_loss(o, t)).program).kink == "abs_err"
+    assert linearity(build_forward(sg.max(o)).program).degree == 2
+    assert linearity(build_forward(sg.sum(o)).program).degree == 1
+    for curved in (sg.mse(o, t), sg.softmax_cross_entropy(o, y), sg.multiclass_hinge(o, y) + sg.l2(W),
+                   sg.multiclass_hinge(sg.param("V", (3, 3)) @ sg.relu(o), y)):
+        assert linearity(build_forward(curved).program).degree == 3
