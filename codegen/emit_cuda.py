@@ -14,7 +14,9 @@ launches them and the tiled GEMMs of :mod:`symgrad.cuda_runtime`.
 """
 from __future__ import annotations
 
-from .emit_cpu import emit_function, emit_kernels
+from symgrad.names import CUDA_RUNTIME, CUDA_TYPES
+
+from .emit_cpu import emit_function, emit_kernels, import_line
 from .kernel_ir import Kernel
 from .printer import CudaPrinter
 
@@ -27,9 +29,9 @@ _HEADER = '''\
 import math
 
 import numpy as np
-from numba import cuda, float32, float64, int64
+from numba import {types}
 
-from symgrad.cuda_runtime import THREADS_PER_BLOCK, add_partials, blocks_for, gemm, slot_index, stage_rows, zero
+{imports}
 
 
 @cuda.jit(cache=True)
@@ -54,5 +56,6 @@ def emit_cuda_kernel(k: Kernel, float_type: str, fastmath: bool) -> str:
 def emit_cuda_module(kernels: list[Kernel], *, title: str, float_type: str, fastmath: bool,
                      version: str) -> str:
     """The whole generated module: header (with ``reduce_partials``), then each kernel."""
-    head = _HEADER.format(version=version, title=title, float_type=float_type, fastmath=fastmath)
+    head = _HEADER.format(version=version, title=title, float_type=float_type, fastmath=fastmath,
+                          types=", ".join(CUDA_TYPES), imports=import_line("symgrad.cuda_runtime", CUDA_RUNTIME))
     return emit_kernels(head, kernels, lambda k: emit_cuda_kernel(k, float_type, fastmath))

@@ -522,6 +522,7 @@ F32_CHAIN = Branch(tuple((f"c{i}", 4, a) for i, a in enumerate(
 F32_SPECS = {"activations": NetSpec(3, (F32_CHAIN,)), "losses": LOSS_SPEC}
 
 
+@pytest.mark.slow   # 26 s of compiling; float32 is checked by default in test_model and test_derived
 @pytest.mark.parametrize("which", list(F32_SPECS))
 def test_float32_matches_reference(which: str) -> None:
     """float32 kernels vs the float64 reference on the same rounded inputs (rtol 1e-4, atol 1e-5*scale)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,19 @@ def test_float32_forms_compute_in_float32():
     for f in _F32:
         assert f(np.float32(0.5)) == f(np.float32(0.5))   # compiled for float32
         assert [str(s.return_type) for s in f.nopython_signatures] == ["float32"]
+
+
+def test_generated_code_imports_exactly_what_the_runtimes_export():
+    import ast
+
+    import symgrad.runtime as runtime
+    from codegen.emit_cpu import import_line
+    from symgrad.names import CPU_RUNTIME, CUDA_RUNTIME, RESERVED
+    assert set(CPU_RUNTIME) <= set(runtime.__all__)
+    cuda_src = (Path(runtime.__file__).parent / "cuda_runtime.py").read_text()   # no numba.cuda import
+    exported = ast.literal_eval(next(n.value for n in ast.parse(cuda_src).body if isinstance(n, ast.Assign)
+                                     and getattr(n.targets[0], "id", "") == "__all__"))
+    assert set(CUDA_RUNTIME) <= set(exported)
+    assert set(CPU_RUNTIME) | set(CUDA_RUNTIME) <= RESERVED
+    line = import_line("symgrad.runtime", CPU_RUNTIME)
+    assert ast.parse(line).body[0].names[-1].name == CPU_RUNTIME[-1]
