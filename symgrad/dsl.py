@@ -187,14 +187,6 @@ def _apply(name: str, expr_fn: Callable[..., sp.Expr], operands: Sequence[Tensor
                          f"({type(e).__name__}: {e})") from e
     _check_expr(name, expr)
     shape = shapes.pop() if shapes else ()
-    # the program drops operands the expression ignores: if they were all that made the node per
-    # sample, the graph and the program would disagree on it (found late, in some einsum)
-    used = [t for s, t in zip(arg_symbols(len(tensors)), tensors) if s in expr.free_symbols]
-    if any(t.batched for t in tensors) and not any(t.batched for t in used):
-        ignored = ", ".join(t.name for t in tensors if t.batched and t not in used)
-        raise GraphError(f"elementwise {label or name!r}: {expr} does not depend on its per-sample "
-                         f"operand(s) {ignored}, so it is the same for every sample; write the constant "
-                         "as a number in the expression that uses it")
     return Tensor(Elementwise(ScalarFn(name, expr, len(tensors)), shape), tuple(tensors), label or name)
 
 

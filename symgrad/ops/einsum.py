@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..ir import BATCH, CONSTANT, CURVED, Assign, Builder, IRError, Linearity, Op, Typed, Value
+from ..ir import BATCH, CONSTANT, CURVED, Assign, Builder, IRError, Linearity, Op, Typed, Value, arg_symbols
 from .elementwise import add
 
 if TYPE_CHECKING:
@@ -72,7 +72,22 @@ class Einsum(Op):
         return self.shape, batched, "real"
 
     def simplify(self, b: Builder, args: tuple[Value, ...]) -> Value | tuple[Op, tuple[Value, ...]]:
+        """Identity einsums removed; an operand written per sample that the program folded to a
+        value for all samples (``0 * x``, a function that ignores its operand) broadcasts over the
+        batch: ``b`` leaves its letters, and a sum over the batch of what no sample changes is N
+        times it."""
         ins, out = parse_spec(self.spec)
+        if any(BATCH in letters and not a.batched for letters, a in zip(ins, args)):
+            ins = [letters if a.batched else letters.replace(BATCH, "") for letters, a in zip(ins, args)]
+            batched = any(a.batched for a in args)
+            folded = Einsum(",".join(ins) + "->" + (out if batched else out.replace(BATCH, "")), self.shape)
+            if batched or BATCH in out:
+                return folded.simplify(b, args)
+            from .elementwise import elementwise   # a sum over the batch of a constant: N times it
+            from .leaf import leaf
+            total = b.apply(folded, args, "batch_constant")
+            a0, a1 = arg_symbols(2)
+            return elementwise(b, "batch_total", a0 / a1, (total, leaf(b, "batch_scale", "inv_n", (), False)))
         if len(args) == 1 and ins[0] == out:
             return args[0]
         return self, args
