@@ -26,6 +26,10 @@ class Signature:
     params: tuple[tuple[str, tuple[int, ...], int, object], ...]   # (name, shape, offset, init)
     data: tuple[tuple[str, str, tuple[int, ...], int], ...]       # (name, role, shape, classes)
     size: int                                                      # len(theta)
+    #: the data the loss's graph and the output's graph declare (data_names order): what the
+    #: objective's kinds and the output's kinds (predict, jacobian) take
+    loss_data: tuple[str, ...] = ()
+    output_data: tuple[str, ...] = ()
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -72,8 +76,8 @@ def _heads(loss: Tensor) -> list[Tensor]:
     return sorted(heads.values(), key=lambda t: t.serial)
 
 
-def _signature(roots: list[Tensor]) -> Signature:
-    leaves = _leaves(roots)
+def _signature(loss: Tensor, output: Tensor | None) -> Signature:
+    leaves = _leaves([loss] + ([output] if output is not None else []))
     by_name: dict[str, Tensor] = {}
     for t in leaves:
         if t.name in by_name and by_name[t.name] is not t:
@@ -87,8 +91,13 @@ def _signature(roots: list[Tensor]) -> Signature:
             offset += t.size
     data = [t for t in leaves if t.op.role != "param"]
     data.sort(key=lambda t: (t.op.role != "input", t.serial))
-    return Signature(tuple(params), tuple((t.name, t.op.role, t.shape, t.op.classes)
-                                          for t in data), offset)
+    order = [t.name for t in data]
+
+    def declared(root: Tensor | None) -> tuple[str, ...]:
+        names = {t.name for t in _leaves([root])} if root is not None else set()
+        return tuple(n for n in order if n in names)
+    return Signature(tuple(params), tuple((t.name, t.op.role, t.shape, t.op.classes) for t in data), offset,
+                     declared(loss), declared(output))
 
 
 class _Emitter:
@@ -133,7 +142,7 @@ def build_forward(loss: Tensor, output: Tensor | None = None) -> Forward:
     if output is not None and not isinstance(output, Tensor):
         raise GraphError(f"output must be a symgrad Tensor, got {type(output).__name__}")
     roots = [loss] + ([output] if output is not None else [])
-    sig = _signature(roots)
+    sig = _signature(loss, output)
     em = _Emitter()
     # leaves first, in signature order, so every kernel sees them in the same order
     for t in _leaves(roots):
