@@ -17,8 +17,11 @@ from sympy.core.function import AppliedUndef
 
 from .functions import Sigmoid, Softplus, Xlogy, clamped_log, positive_part
 from .ir import BATCH, IRError, Op, arg_symbols
-from .ops import ArgMax, Detach, Einsum, Elementwise, Gather, Leaf, ScalarFn, Scatter
-from .ops.einsum import LETTERS
+from .ops.detach import Detach
+from .ops.einsum import LETTERS, Einsum
+from .ops.elementwise import Elementwise, ScalarFn
+from .ops.index import ArgMax, Gather, Scatter
+from .ops.leaf import Leaf
 
 __all__ = [
     "Tensor", "GraphError", "input", "target", "labels", "param", "dense", "elementwise",

@@ -12,6 +12,9 @@ in the matching module of :mod:`codegen.ops`.
 - :mod:`.einsum`: every linear contraction (products, sums, broadcasts).
 - :mod:`.index`: argmax, gather and scatter (max, class labels, their adjoints).
 - :mod:`.detach`: identity without derivative.
+
+The names below are re-exported for convenience; the pipeline imports each
+family from its own module, so a new family needs no edit here.
 """
 from __future__ import annotations
 
