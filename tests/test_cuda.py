@@ -1,4 +1,4 @@
-"""The CUDA backend: kernels against the CPU backend in the simulator, PTX, and errors without a GPU.
+"""The CUDA backend: kernels against the reference interpreter in the simulator, PTX, errors without a GPU.
 
 The simulator must be switched on before numba is imported, so the
 comparison runs in a subprocess (tests/cuda_sim/compare.py) with

@@ -1,6 +1,7 @@
 """Run under NUMBA_ENABLE_CUDASIM=1 by tests/test_cuda.py (``compare.py fused|staged``): every
-kernel kind of the CUDA backend against the CPU backend on tiny models; prints one JSON object of
-relative errors (and a few facts and sources)."""
+kernel kind of the CUDA backend against the NumPy interpreter of the same derived programs on
+tiny models (the CPU backend is checked against those programs and finite differences in the
+other tests); prints one JSON object of relative errors (and a few facts and sources)."""
 from __future__ import annotations
 
 import dataclasses
@@ -88,6 +89,67 @@ def staged_models(dtype):
     return [("shared", shared, data_shared), ("gemv", gemv, data_gemv)]
 
 
+class Reference:
+    """A model's kinds evaluated by the NumPy interpreter on its own derived programs: the CUDA
+    kernels are checked against what they were lowered from, with no CPU kernel to compile
+    (compiling the CPU references took most of this comparison's time)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def _run(self, group, program, theta, data, v=None, extra=None, keys=("objective", "grad:")):
+        from symgrad.interpret import run
+        m = self.model
+        prog = m._group(group).programs[program]
+        wanted = tuple(k for k, _ in prog.outputs if k.startswith(keys))
+        names = m._inputs if program == "jacobian" else m._objective_data
+        args = {**m.unflatten(np.asarray(theta, dtype=m.dtype)), **dict(zip(names, data)), **(extra or {})}
+        tangents = m.unflatten(np.asarray(v, dtype=m.dtype)) if v is not None else None
+        return run(prog, args, len(data[0]), tangents, wanted)
+
+    def _flat(self, res, prefix):
+        m = self.model
+        return np.concatenate([np.broadcast_to(res[f"{prefix}:{n}"], shape).ravel()
+                               for n, shape, _, _ in m.signature.params])
+
+    def loss(self, theta, *data):
+        return float(self._run("first", "forward", theta, data, keys=("objective",))["objective"])
+
+    def value_and_grad(self, theta, *data):
+        res = self._run("first", "gradient", theta, data)
+        return float(res["objective"]), self._flat(res, "grad")
+
+    def predict(self, theta, *inputs):
+        m = self.model
+        out = self._run("first", "forward", theta, inputs, keys=("output",))["output"]
+        return np.broadcast_to(out, (len(inputs[0]),) + m._output_shape)
+
+    def hvp(self, theta, v, *data):
+        return self._flat(self._run("second", "curvature", theta, data, v, keys=("hv:",)), "hv")
+
+    def gnvp(self, theta, v, *data):
+        return self._flat(self._run("second", "curvature", theta, data, v, keys=("gn:",)), "gn")
+
+    def value_grad_hvp(self, theta, v, *data):
+        res = self._run("second", "curvature", theta, data, v, keys=("objective", "grad:", "hv:"))
+        return float(res["objective"]), self._flat(res, "grad"), self._flat(res, "hv")
+
+    def jacobian(self, theta, *inputs):
+        from symgrad.derived import COTANGENT
+        m, n = self.model, len(inputs[0])
+        shape = m._output_shape
+        width = int(np.prod(shape)) if shape else 1
+        jac = np.empty((n, width, m.n_params))
+        for k in range(width):
+            u = np.zeros((n, width))
+            u[:, k] = 1
+            res = self._run("second", "jacobian", theta, inputs, extra={COTANGENT: u.reshape((n,) + shape)},
+                            keys=("jac:",))
+            jac[:, k] = np.concatenate([np.broadcast_to(res[f"jac:{p}"], (n,) + ps).reshape(n, -1)
+                                        for p, ps, _, _ in m.signature.params], axis=1)
+        return jac.reshape((n,) + shape + (m.n_params,))
+
+
 def flat(r):
     parts = r if isinstance(r, tuple) else (r,)
     return np.concatenate([np.ravel(np.asarray(p, dtype=np.float64)) for p in parts])
@@ -100,17 +162,17 @@ def rel(a, b):
 KINDS = ("loss", "value_and_grad", "predict", "hvp", "gnvp", "value_grad_hvp", "jacobian")
 
 
-def compare_kinds(out, label, cpu, gpu, data, n=7, kinds=KINDS):
+def compare_kinds(out, label, ref, gpu, data, n=7, kinds=KINDS):
     rng = np.random.default_rng(0)
     X, T = data(rng, n)
-    theta = cpu.init(1) + 0.1 * rng.normal(size=cpu.n_params)
-    v = rng.normal(size=cpu.n_params)
+    theta = gpu.init(1) + 0.1 * rng.normal(size=gpu.n_params)
+    v = rng.normal(size=gpu.n_params)
     calls = {"loss": ((), (X, T)), "value_and_grad": ((), (X, T)), "predict": ((), (X,)),
              "hvp": ((v,), (X, T)), "gnvp": ((v,), (X, T)), "value_grad_hvp": ((v,), (X, T)),
              "jacobian": ((), (X,))}
     for kind in kinds:
         extra, d = calls[kind]
-        a = getattr(cpu, kind)(theta, *extra, *d)
+        a = getattr(ref, kind)(theta, *extra, *d)
         b = getattr(gpu, kind)(theta, *extra, *d)
         out[f"{label} {kind}"] = rel(flat(b), flat(a))
     return theta, v, X, T
@@ -125,20 +187,21 @@ def staged(out):
     small_gemms = dataclasses.replace(CUDA, gemm_min_work_per_row=16)
     for dtype in (np.float64, np.float32):
         for name, build, data in staged_models(dtype):
-            cpu, gpu = build("cpu"), build(small_gemms)
+            gpu = build(small_gemms)
+            ref = Reference(gpu)
             out[f"staged {name}"] = sorted(k for k in KINDS if gpu._lowered(k).staged)
             if dtype is np.float32 and name != "gemv":
                 continue   # float32: one model (the simulator runs a few hundred threads a second)
             kinds = KINDS if (dtype, name) == (np.float64, "shared") else ("value_and_grad", "hvp", "predict")
-            compare_kinds(out, f"{np.dtype(dtype).name} {name}", cpu, gpu, data, kinds=kinds)
+            compare_kinds(out, f"{np.dtype(dtype).name} {name}", ref, gpu, data, kinds=kinds)
             if dtype is np.float64 and name == "shared":
                 from numba import cuda
                 out["staged source"] = gpu.source("value_and_grad")
                 X, T = data(np.random.default_rng(0), 7)
-                theta = cpu.init(1)
+                theta = gpu.init(1)
                 f, g = gpu.value_and_grad(cuda.to_device(theta), X, T)   # written in place on the device
                 out["staged device theta"] = rel(flat((f, g.copy_to_host())),
-                                                 flat(cpu.value_and_grad(theta, X, T)))
+                                                 flat(ref.value_and_grad(theta, X, T)))
     # the tiled GEMM alone: every transpose, a vector operand, accumulation (tiles of 4, k = 7)
     from numba import cuda
     rng = np.random.default_rng(3)
@@ -163,12 +226,13 @@ def staged(out):
     # 8 sums in 64 bytes: a row kernel's block sums go to device memory
     x, t = sg.input("x", 5), sg.target("t", 2)
     loss = sg.mse(sg.dense(sg.dense(x, 6, "tanh", name="l1"), 2, name="l2"), t)
-    cpu, gpu = sg.compile(loss), sg.compile(loss, backend=dataclasses.replace(small_gemms, shared_acc_bytes=64))
+    gpu = sg.compile(loss, backend=dataclasses.replace(small_gemms, shared_acc_bytes=64))
+    ref = Reference(gpu)
     src = out["device-memory block sums source"] = gpu.source("value_and_grad")
     # chunks of 128 rows: 300 rows run as 128 + 128 + 44, each in one or two blocks
     row_bytes = int(re.search(r"stage_rows\(n_samples, (\d+)\)", src).group(1))
     runtime.STAGE_BUDGET = 128 * row_bytes
-    compare_kinds(out, "device-memory block sums, 3 chunks", cpu, gpu,
+    compare_kinds(out, "device-memory block sums, 3 chunks", ref, gpu,
                   lambda rng, n: (rng.normal(size=(n, 5)), rng.normal(size=(n, 2))), 300, ("value_and_grad",))
 
 
@@ -183,24 +247,26 @@ def main(part: str) -> None:
     for dtype in (np.float64, np.float32):
         for name, build, data in models(dtype):
             if dtype is np.float32 and name not in ("mlp_mse", "bce"):
-                continue   # float32: two models suffice (compiling the CPU references dominates)
-            cpu, gpu = build("cpu"), build("cuda")
-            theta, v, X, T = compare_kinds(out, f"{np.dtype(dtype).name} {name}", cpu, gpu, data)
+                continue   # float32: two models suffice (the simulator runs a few hundred threads a second)
+            gpu = build("cuda")
+            ref = Reference(gpu)
+            theta, v, X, T = compare_kinds(out, f"{np.dtype(dtype).name} {name}", ref, gpu, data)
             if dtype is np.float64 and name == "mlp_ce":
+                host = build("cpu")   # the CPU backend itself: its refusals and an optimizer run
                 # data resident on the device (to_device), then used in place
                 dX, dT = gpu.to_device(X, T)
                 out["resident value_and_grad"] = rel(flat(gpu.value_and_grad(theta, dX, dT)),
-                                                     flat(cpu.value_and_grad(theta, X, T)))
+                                                     flat(ref.value_and_grad(theta, X, T)))
                 out["resident predict"] = rel(flat(gpu.predict(theta, gpu.to_device(X))),
-                                              flat(cpu.predict(theta, X)))
+                                              flat(ref.predict(theta, X)))
                 # a host array changed in place between calls: both backends see the new values
                 Xm = X.copy()
                 gpu.loss(theta, Xm, T)
                 Xm *= 10
                 out["host array changed in place"] = rel(np.array([gpu.loss(theta, Xm, T)]),
-                                                         np.array([cpu.loss(theta, Xm, T)]))
+                                                         np.array([ref.loss(theta, Xm, T)]))
                 try:
-                    cpu.loss(theta, dX, dT)
+                    host.loss(theta, dX, dT)
                     out["cpu given a device array"] = "no error"
                 except sg.DataError as e:
                     out["cpu given a device array"] = str(e)
@@ -214,20 +280,20 @@ def main(part: str) -> None:
                 out["device theta on the device"] = on_device(g) and on_device(hv) and on_device(
                     gpu.predict(d_theta, dX))
                 out["device theta value_and_grad"] = rel(flat((f, g.copy_to_host())),
-                                                         flat(cpu.value_and_grad(theta, X, T)))
-                out["device theta hvp"] = rel(hv.copy_to_host(), cpu.hvp(theta, v, X, T))
+                                                         flat(ref.value_and_grad(theta, X, T)))
+                out["device theta hvp"] = rel(hv.copy_to_host(), ref.hvp(theta, v, X, T))
                 try:
                     sg.optim.minimize(gpu, d_theta, dX, dT, method="lbfgs", max_iter=1)
                     out["optimizer given a numba device theta"] = "no error"
                 except sg.DataError as e:
                     out["optimizer given a numba device theta"] = str(e)
                 try:
-                    cpu.loss(d_theta, X, T)
+                    host.loss(d_theta, X, T)
                     out["cpu given a device theta"] = "no error"
                 except sg.DataError as e:
                     out["cpu given a device theta"] = str(e)
                 # the optimizers run unchanged on the CUDA model
-                ra = sg.optim.minimize(cpu, theta, X, T, method="lbfgs", max_iter=5, tol=0)
+                ra = sg.optim.minimize(host, theta, X, T, method="lbfgs", max_iter=5, tol=0)
                 rb = sg.optim.minimize(gpu, theta, dX, dT, method="lbfgs", max_iter=5, tol=0)
                 out["lbfgs 5 iterations"] = rel(rb.theta, ra.theta)
                 out["source"] = gpu.source("value_and_grad")
@@ -235,7 +301,7 @@ def main(part: str) -> None:
                 # three blocks adding into their shared sums, the last one partly past the batch's end
                 X3, T3 = data(np.random.default_rng(1), 300)
                 out["300 rows, 3 blocks, value_and_grad"] = rel(flat(gpu.value_and_grad(theta, X3, T3)),
-                                                                flat(cpu.value_and_grad(theta, X3, T3)))
+                                                                flat(ref.value_and_grad(theta, X3, T3)))
     json.dump(out, sys.stdout)
 
 

@@ -50,29 +50,14 @@ def check_rules(loss, data, n, seed=0):
     dot = jvp(fwd.program.body, b)
     primal, tangent = _args(fwd, theta, data), _args(fwd, v, {})
     tangent_prog = b.program((("t", dot[fwd.program.output("objective").name]),))
-    assert float(_run_tangent(tangent_prog, primal, tangent, n)) == pytest.approx(g @ v, rel=1e-9, abs=1e-12)
+    assert float(run(tangent_prog, primal, n, tangent)["t"]) == pytest.approx(g @ v, rel=1e-9, abs=1e-12)
     # forward over reverse: Hv against differences of the gradient
     cur = curvature(fwd.program, adj).program
-    hv = _flat(fwd, _run_tangent(cur, primal, tangent, n, all_outputs=True), "hv")
+    hv = _flat(fwd, run(cur, primal, n, tangent), "hv")
     gp = _flat(fwd, run(adj.program, _args(fwd, theta + h * v, data), n), "grad")
     gm = _flat(fwd, run(adj.program, _args(fwd, theta - h * v, data), n), "grad")
     np.testing.assert_allclose(hv, (gp - gm) / (2 * h), rtol=1e-5, atol=1e-7)
     return fwd
-
-
-def _run_tangent(prog, primal, tangent, n, all_outputs=False):
-    """Run a program with both parameter leaves (role param) and tangent leaves (same labels)."""
-    env = {}
-    for a in prog.body:
-        if a.op.is_leaf():
-            src = tangent if a.op.role == "tangent" else primal
-            env[a.out.name] = 1.0 / n if a.op.role == "batch_scale" else np.asarray(
-                src[a.op.label], dtype=np.int64 if a.out.kind == "index" else float)
-        else:
-            env[a.out.name] = a.op.evaluate(a, [env[x.name] for x in a.args], n)
-    if all_outputs:
-        return {k: np.asarray(env[v.name]) for k, v in prog.outputs}
-    return env[prog.outputs[0][1].name]
 
 
 RNG = np.random.default_rng(1)
