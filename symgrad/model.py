@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from codegen.targets import TARGETS
+
 from .autodiff import Adjoint
 from .cuda_runner import on_device
 from .data import DataError, DataSpec
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["Model", "Objective", "compile", "DataError", "KINDS", "BACKENDS"]
 
 #: where the kernels run: Numba CPU (``@njit``) or numba-cuda (``@cuda.jit``)
-BACKENDS = ("cpu", "cuda")
+BACKENDS = tuple(TARGETS)
 
 
 class Model(Inspection):
