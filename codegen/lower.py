@@ -28,7 +28,9 @@ on the device (``total``) and writes its scalar result into ``result[0]``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+import time
+from typing import Any, Callable
+from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
@@ -41,7 +43,7 @@ from .kernel_ir import Compute, Kernel, Line, Loop, Ref, Stmt, walk_refs
 from .ops import rule_for
 from .targets import CPU, Target, target_of
 
-__all__ = ["Sink", "Lowered", "Lowering", "lower"]
+__all__ = ["Sink", "Lowered", "Lowering", "lower", "PASSES"]
 
 
 @dataclass(frozen=True)
@@ -475,6 +477,7 @@ class Lowered:
     n_acc: int
     block_sums: bool = False   # CUDA: partials has one row per block (shared-memory sums), not per thread
     stages: tuple[Kernel, ...] = ()   # CUDA, staged: the row kernels ``chunks`` (host code) launches
+    timings: dict[str, float] = field(default_factory=dict)   # seconds per pass of ``lower`` (PASSES)
 
     @property
     def staged(self) -> bool:
@@ -500,8 +503,31 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
     code that launches the row kernels ``Lowered.stages`` and the tiled GEMMs).
     """
     tgt = target_of(target)
-    cuda = tgt.name == "cuda"
-    L = Lowering(program, sinks, float_type, frozenset(flat_leaves), tgt)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, step: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = step()
+        timings[name] = time.perf_counter() - t0
+        return out
+    L = timed("analysis", lambda: Lowering(program, sinks, float_type, frozenset(flat_leaves), tgt))
+    n_acc, inputs, data_args, head = timed("storage", lambda: _storage(L, data, flat_leaves, param_layout))
+    block_sums, phase_a, sink_rows, chunk_body = timed("emission", lambda: _emission(L, n_acc))
+    low = timed("finishing", lambda: _finishing(L, name, doc, flat_leaves, n_acc, inputs, data_args, head,
+                                                block_sums, phase_a, sink_rows, chunk_body))
+    return replace(low, timings=timings)
+
+
+#: the passes of ``lower``, in order: each is timed in ``Lowered.timings`` (and ``model.stats``)
+PASSES = ("analysis", "storage", "emission", "finishing")
+
+
+def _storage(L: Lowering, data: tuple[tuple[str, str], ...], flat_leaves: dict[str, str],
+             param_layout: dict[str, tuple[int, tuple[int, ...]]]
+             ) -> tuple[int, list[str], list[tuple[str, Assign | None]], list[Stmt]]:
+    """How each value is held (accumulator slots), the kernel arguments, and the head that binds
+    them (1/N, the parameter views)."""
+    float_type, cuda = L.ft, L.cuda
     n_acc = L.plan_storage()
     leaves = {a.op.label: a for a in L.assigns if a.op.is_leaf()}
     inputs: list[str] = list(flat_leaves.values())
@@ -523,6 +549,14 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
                 off, shape = param_layout[a.op.label]
                 view = f"{arr}[{off}]" if not shape else _view(arr, off, shape)
                 head.append(Line(f"{a.out.name} = {view}", f"{role} {a.op.label!r}"))
+    return n_acc, inputs, data_args, head
+
+
+def _emission(L: Lowering, n_acc: int) -> tuple[bool, list[Stmt], list[tuple[Sink, Value]], list]:
+    """Phases A and B as statements: what the parameters alone give, then the per-sample work
+    in row loops (fused and scalarized there, :mod:`codegen.fusion`) and product calls. The
+    target decides here whether a CUDA pass is staged."""
+    float_type, cuda, program, sinks = L.ft, L.cuda, L.program, L.sinks
     itemsize = 8 if float_type == "float64" else 4
     # CUDA: a wide layer, or more sums than a block's shared memory holds, makes a staged pass
     L.staged = cuda and (n_acc * itemsize > L.limits.shared_acc_bytes or any(
@@ -531,6 +565,16 @@ def lower(program: Program, sinks: tuple[Sink, ...], *, name: str, float_type: s
     phase_a = L.unbatched_phase("A")
     sink_rows = [(s, program.output(s.key)) for s in sinks if s.kind == "rows"]
     chunk_body = L.batched_phase(sink_rows)
+    return block_sums, phase_a, sink_rows, chunk_body
+
+
+def _finishing(L: Lowering, name: str, doc: str, flat_leaves: dict[str, str], n_acc: int, inputs: list[str],
+               data_args: list[tuple[str, Assign | None]], head: list[Stmt], block_sums: bool,
+               phase_a: list[Stmt], sink_rows: list[tuple[Sink, Value]], chunk_body: list) -> Lowered:
+    """The target's kernels: the chunk kernel (CPU threads, one GPU thread per chunk, or a
+    staged pass's host driver and row kernels), the reduction of the sums, phase C and the
+    outputs in the finish kernel."""
+    float_type, cuda, program, sinks = L.ft, L.cuda, L.program, L.sinks
     out_arrays = list(dict.fromkeys(s.array for s in sinks if s.kind != "return"))
     chunks = None
     stage_kernels: list[Kernel] = []

@@ -51,7 +51,7 @@ def build_group(model: Model, group: str) -> Group:
 
     # codegen imports symgrad.ir; importing it here keeps `import codegen.x` free of a cycle
     from codegen.cache import cache_key, load_source
-    from codegen.lower import lower
+    from codegen.lower import PASSES, lower
     fwd, sig, ft = model._forward, model.signature, model.dtype.name
     t0 = time.perf_counter()
     programs: dict[str, Any] = {"forward": fwd.program, "gradient": model._adjoint.program}
@@ -92,5 +92,7 @@ def build_group(model: Model, group: str) -> Group:
     t4 = time.perf_counter()
     stats = {"source_lines": source.count("\n"), "cache": "hit" if hit else "miss",
              "cache_key": key[:16], "cache_file": str(path),
-             "stages": {"derivatives": t1 - t0, "lower": t2 - t1, "emit": t3 - t2, "cache_import": t4 - t3}}
+             "stages": {"derivatives": t1 - t0, "lower": t2 - t1, "emit": t3 - t2, "cache_import": t4 - t3},
+             # the lowering's passes, summed over the group's kinds
+             "lower_passes": {p: sum(low.timings.get(p, 0.0) for low in lowered.values()) for p in PASSES}}
     return Group(module, lowered, programs, source, stats, refused)

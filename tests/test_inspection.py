@@ -54,6 +54,10 @@ def test_stats(model):
     st = model.stats
     assert st["ops_after_cse"] <= st["ops_before_cse"] + st["forward_ops"]
     assert set(st["stages"]) == {"program", "derivatives", "lower", "emit", "cache_import"}
+    from codegen.lower import PASSES
+    passes = st["lower_passes"]   # each pass of the lowering, timed, within the lowering's time
+    assert tuple(passes) == PASSES and all(t >= 0 for t in passes.values())
+    assert sum(passes.values()) <= st["stages"]["lower"]
     assert st["kernels_compiled"]["value_and_grad"]["numba_cache"] in ("hit", "miss")
 
 
