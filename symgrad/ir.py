@@ -86,7 +86,7 @@ class Op:
 
     def type(self, args: Sequence[Typed]) -> tuple[tuple[int, ...], bool, str]:
         """(per-sample shape, batched, kind) of the result; raises IRError on bad arguments."""
-        raise NotImplementedError(type(self).__name__)
+        raise _missing(self, "type")
 
     def simplify(self, b: Builder, args: tuple[Value, ...]) -> Value | tuple[Op, tuple[Value, ...]]:
         """An existing value equal to the result, or the (op, args) to emit (constants folded)."""
@@ -99,11 +99,11 @@ class Op:
     def vjp(self, pb: Pullback, a: Assign, g: Value) -> None:
         """Add the contributions of ``a`` to its arguments' adjoints (``pb.add``), given the
         adjoint ``g`` of its output."""
-        raise NotImplementedError(f"{type(self).__name__} has no vector-Jacobian rule")
+        raise _missing(self, "vjp")
 
     def jvp(self, pf: Pushforward, a: Assign, tangents: list[Value | None]) -> Value | None:
         """The tangent of ``a``'s output from its arguments' tangents (None: zero)."""
-        raise NotImplementedError(f"{type(self).__name__} has no Jacobian-vector rule")
+        raise _missing(self, "jvp")
 
     def linearity(self, a: Assign, args: list[Linearity]) -> Linearity:
         """How the output depends on the parameters, from how the arguments do."""
@@ -112,7 +112,7 @@ class Op:
     def evaluate(self, a: Assign, args: list[Any], n: int) -> Any:
         """The value in NumPy, for ``n`` samples: a batched array has the batch axis first. The
         reference interpreter (:func:`symgrad.interpret.run`) that rule tests check against."""
-        raise NotImplementedError(f"{type(self).__name__} has no NumPy evaluation rule")
+        raise _missing(self, "evaluate")
 
     def format(self, a: Assign, latex: bool) -> str:
         """The assignment as a line of the derivation a user reads."""
@@ -130,6 +130,11 @@ class Op:
     def constant_value(self) -> sp.Expr | None:
         """The SymPy value of an op without arguments that is a compile-time constant."""
         return None
+
+
+def _missing(op: Op, rule: str) -> IRError:
+    return IRError(f"IR op {type(op).__name__} has no {rule!r} rule: its family module in symgrad/ops "
+                   "must define it")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..ir import AFFINE, CONSTANT, Assign, Builder, Linearity, Op, Typed, Value
 
@@ -50,9 +50,6 @@ class Leaf(Op):
 
     def linearity(self, a: Assign, args: list[Linearity]) -> Linearity:
         return AFFINE if self.role == "param" else CONSTANT
-
-    def evaluate(self, a: Assign, args: list[Any], n: int) -> Any:
-        raise NotImplementedError("a leaf's value is the interpreter's argument")
 
     def format(self, a: Assign, latex: bool) -> str:
         out = a.out

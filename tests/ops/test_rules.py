@@ -141,3 +141,23 @@ def test_linearity_finds_piecewise_linear_objectives():
     for curved in (sg.mse(o, t), sg.softmax_cross_entropy(o, y), sg.multiclass_hinge(o, y) + sg.l2(W),
                    sg.multiclass_hinge(sg.param("V", (3, 3)) @ sg.relu(o), y)):
         assert linearity(build_forward(curved).program).degree == 3
+
+
+def test_an_op_without_a_rule_is_named():
+    from dataclasses import dataclass
+
+    from codegen.ops import rule_for
+    from symgrad.ir import Op
+
+    @dataclass(frozen=True)
+    class Half(Op):   # a new family that defined only its type rule
+        def type(self, args):
+            return args[0].shape, args[0].batched, "real"
+    b = Builder()
+    x = leaf(b, "input", "x", (3,), True)
+    h = b.apply(Half(), (x,), "half")
+    with pytest.raises(IRError, match="Half has no 'jvp' rule"):
+        Half().jvp(None, b.body[-1], [x])
+    with pytest.raises(IRError, match="no lowering rule for IR op Half"):
+        rule_for(Half())
+    assert h.shape == (3,)
