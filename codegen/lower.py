@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 import sympy as sp
 
@@ -43,7 +43,7 @@ from .kernel_ir import Compute, Kernel, Line, Loop, Ref, Stmt, walk_refs
 from .ops import rule_for
 from .targets import CPU, Target, target_of
 
-__all__ = ["Sink", "Lowered", "Lowering", "lower", "PASSES"]
+__all__ = ["Sink", "Store", "Lowered", "Lowering", "lower", "PASSES"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Sink:
 
 
 @dataclass
-class _Store:
+class Store:
     """How a value is held in the generated code."""
 
     kind: str              # array | scalar | const | acc
@@ -91,10 +91,10 @@ class Lowering:
         self.flat_roles = flat_roles          # leaf roles held in a flat vector (param -> theta)
         by_name = {a.out.name: a for a in program.body}
         self.by_name = by_name
-        self.live = self._live({program.output(s.key).name for s in sinks})
+        self.live = program.depends(program.output(s.key).name for s in sinks)
         self.assigns = [a for a in program.body if a.out.name in self.live]
         self.name = Namer(a.out.name for a in program.body)
-        self.store: dict[str, _Store] = {}
+        self.store: dict[str, Store] = {}
         self.phase: dict[str, str] = {}
         self.consumers: dict[str, list[Assign]] = {}
         for a in self.assigns:
@@ -104,16 +104,6 @@ class Lowering:
         self.alias = self._shared_sums({program.output(s.key).name for s in sinks})
 
     # ------------------------------------------------------------------ analysis
-    def _live(self, roots: set[str]) -> set[str]:
-        live, stack = set(), list(roots)
-        while stack:
-            n = stack.pop()
-            if n in live:
-                continue
-            live.add(n)
-            stack.extend(x.name for x in self.by_name[n].args)
-        return live
-
     def is_reduction(self, a: Assign) -> bool:
         """A sum over the batch: a value for all samples computed from per-sample ones."""
         return not a.out.batched and any(x.batched for x in a.args)
@@ -279,12 +269,6 @@ class Lowering:
         arrays (the row index dropped); a staged pass keeps them in device memory."""
         return self.cuda and not self.staged
 
-    def new_store(self, kind: str, name: str) -> _Store:
-        return _Store(kind, name)
-
-    def constant_store(self, expr: sp.Expr) -> _Store:
-        return _Store("const", expr=expr)
-
     # ------------------------------------------------------------------ storage
     def alloc(self, v: Value, rows: str | None, name: str = "") -> Line | None:
         """Allocation of ``v``'s array (under ``name`` if given)."""
@@ -322,15 +306,15 @@ class Lowering:
             elif v.name in self.alias:
                 self.store[v.name] = self.store[self.alias[v.name]]
             elif self.phase[v.name] == "B" and not v.batched:
-                self.store[v.name] = _Store("acc", v.name, acc_slot=slots)
+                self.store[v.name] = Store("acc", v.name, acc_slot=slots)
                 size = 1
                 for d in v.shape:
                     size *= d
                 slots += size
             elif not v.batched and not v.shape:
-                self.store[v.name] = _Store("scalar", v.name)
+                self.store[v.name] = Store("scalar", v.name)
             else:
-                self.store[v.name] = _Store("array", v.name)
+                self.store[v.name] = Store("array", v.name)
         return slots
 
     # ------------------------------------------------------------------ phases
@@ -641,7 +625,7 @@ def _finishing(L: Lowering, name: str, doc: str, flat_leaves: dict[str, str], n_
                     views.append(Line(f"{st.name} = {_view('total', st.acc_slot, a.out.shape)}"))
             elif st is not None and st.kind == "acc":
                 views.append(Line(f"{st.name} = total[{st.acc_slot}]"))
-                L.store[a.out.name] = _Store("scalar", st.name)
+                L.store[a.out.name] = Store("scalar", st.name)
     phase_c = L.unbatched_phase("C")
     outs = [s for s in sinks if s.kind in ("flat", "return")]
     tail = phase_c + [L.sink_stmt(s, program.output(s.key)) for s in outs

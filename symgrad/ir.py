@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Typed", "Value", "Op", "Assign", "Program", "Builder", "Namer", "IRError", "Linearity",
-    "arg_symbols", "ancestors", "BATCH", "RESERVED",
+    "arg_symbols", "ancestors", "display_name", "BATCH", "RESERVED",
 ]
 
 BATCH = "b"  #: the einsum letter of the implicit batch axis
@@ -185,6 +185,11 @@ class Program:
         outputs = tuple((k, v) for k, v in self.outputs if k in keys)
         live = self.depends(v.name for _, v in outputs)
         return Program(tuple(a for a in self.body if a.out.name in live), outputs)
+
+
+def display_name(name: str, latex: bool) -> str:
+    """A value's name as the derivation prints it (underscores escaped in LaTeX)."""
+    return name.replace("_", r"\_") if latex else name
 
 
 def arg_symbols(n: int) -> tuple[sp.Symbol, ...]:

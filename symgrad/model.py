@@ -10,6 +10,7 @@ bound objective (:mod:`symgrad.objective`).
 """
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
@@ -76,7 +77,7 @@ class Model(Inspection):
         self.has_output = any(k == "output" for k, _ in forward.program.outputs)
         self.has_split = any(k.startswith("split:") for k, _ in forward.program.outputs)
 
-    @property
+    @functools.cached_property
     def piecewise_linear(self) -> str:
         """Non-empty when the objective is piecewise linear in the parameters (its Hessian, and
         so its Gauss-Newton matrix, is zero almost everywhere): names the op with the kink

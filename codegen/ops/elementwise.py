@@ -12,7 +12,7 @@ from ..kernel_ir import Compute, Stmt
 from . import LoweringRule, register
 
 if TYPE_CHECKING:
-    from ..lower import Lowering
+    from ..lower import Lowering, Store
 
 
 def emit(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
@@ -24,9 +24,10 @@ def emit(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
     return L.loops(a.out.shape, idx, [Compute(tgt, expr, binds, op, comment)])
 
 
-def store(L: Lowering, a: Assign) -> object | None:
+def store(L: Lowering, a: Assign) -> Store | None:
     """A constant (no arguments) is folded into the expressions that read it."""
-    return L.constant_store(a.op.fn.expr) if not a.args else None
+    from ..lower import Store
+    return Store("const", expr=a.op.fn.expr) if not a.args else None
 
 
 def is_sum(a: Assign) -> bool:

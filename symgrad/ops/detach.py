@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..ir import CONSTANT, Assign, Builder, Linearity, Op, Typed, Value
+from ..ir import CONSTANT, Assign, Builder, Linearity, Op, Typed, Value, display_name
 
 if TYPE_CHECKING:
     from ..autodiff import Pushforward
@@ -32,7 +32,7 @@ class Detach(Op):
         return args[0]
 
     def format(self, a: Assign, latex: bool) -> str:
-        out, x = (n.replace("_", r"\_") if latex else n for n in (a.out.name, a.args[0].name))
+        out, x = (display_name(n, latex) for n in (a.out.name, a.args[0].name))
         return f"{out} = stop_gradient({x})"
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..ir import BATCH, CONSTANT, CURVED, Assign, Builder, IRError, Linearity, Op, Typed, Value, arg_symbols
+from ..ir import (BATCH, CONSTANT, CURVED, Assign, Builder, IRError, Linearity, Op, Typed, Value, arg_symbols,
+                  display_name)
 from .elementwise import add
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class Einsum(Op):
         summed = sorted({ch for ls in ins for ch in ls} - set(out))
         if latex:
             def tex(name: str, ls: str) -> str:
-                base = r"\mathrm{" + name.replace("_", r"\_") + "}"
+                base = r"\mathrm{" + display_name(name, True) + "}"
                 return base + (f"_{{{','.join(ls)}}}" if ls else "")
             terms = [tex(x.name, ls) for x, ls in zip(a.args, ins)]
             s = rf"\sum_{{{','.join(summed)}}} " if summed else ""

@@ -16,7 +16,7 @@ import numpy as np
 import sympy as sp
 
 from ..ir import (BATCH, CONSTANT, CURVED, Assign, Builder, IRError, Linearity, Op, Typed, Value,
-                  arg_symbols)
+                  arg_symbols, display_name)
 
 if TYPE_CHECKING:
     from ..autodiff import Pullback, Pushforward
@@ -179,8 +179,8 @@ class Elementwise(Op):
         syms = arg_symbols(len(a.args))
         out = a.out
         if latex:
-            names = {s: r"\mathrm{" + x.name.replace("_", r"\_") + "}" for s, x in zip(syms, a.args)}
-            lhs = r"\mathrm{" + out.name.replace("_", r"\_") + "}"
+            names = {s: r"\mathrm{" + display_name(x.name, True) + "}" for s, x in zip(syms, a.args)}
+            lhs = r"\mathrm{" + display_name(out.name, True) + "}"
             return f"{lhs} = {sp.latex(self.fn.expr, symbol_names=names)}"
         sub = {s: sp.Symbol(x.name + _index(x.shape, x.batched)) for s, x in zip(syms, a.args)}
         return f"{out.name}{_index(out.shape, out.batched)} = {sp.sstr(self.fn.expr.xreplace(sub))}"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..ir import CONSTANT, Assign, Builder, IRError, Linearity, Op, Typed, Value
+from ..ir import CONSTANT, Assign, Builder, IRError, Linearity, Op, Typed, Value, display_name
 
 if TYPE_CHECKING:
     from ..autodiff import Pullback, Pushforward
@@ -48,7 +48,7 @@ class ArgMax(Op):
         return np.argmax(args[0], axis=-1)
 
     def format(self, a: Assign, latex: bool) -> str:
-        return f"{_n(a.out.name, latex)} = argmax({_n(a.args[0].name, latex)})"
+        return f"{display_name(a.out.name, latex)} = argmax({display_name(a.args[0].name, latex)})"
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class Gather(Op):
         return v[np.arange(n), np.broadcast_to(idx, (n,))]
 
     def format(self, a: Assign, latex: bool) -> str:
-        return f"{_n(a.out.name, latex)} = {_n(a.args[0].name, latex)}[{_n(a.args[1].name, latex)}]"
+        return f"{display_name(a.out.name, latex)} = {display_name(a.args[0].name, latex)}[{display_name(a.args[1].name, latex)}]"
 
 
 @dataclass(frozen=True)
@@ -120,12 +120,8 @@ class Scatter(Op):
                         np.reshape(x, np.shape(x) + (1,)), 0.0) * np.ones(lead + (self.size,))
 
     def format(self, a: Assign, latex: bool) -> str:
-        n = _n(a.out.name, latex)
-        return f"{n} = onehot({_n(a.args[1].name, latex)}, {self.size}) * {_n(a.args[0].name, latex)}"
-
-
-def _n(name: str, latex: bool) -> str:
-    return name.replace("_", r"\_") if latex else name
+        n = display_name(a.out.name, latex)
+        return f"{n} = onehot({display_name(a.args[1].name, latex)}, {self.size}) * {display_name(a.args[0].name, latex)}"
 
 
 def argmax(b: Builder, name: str, v: Value) -> Value:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from ..ir import AFFINE, CONSTANT, Assign, Builder, Linearity, Op, Typed, Value
+from ..ir import AFFINE, CONSTANT, Assign, Builder, Linearity, Op, Typed, Value, display_name
 
 if TYPE_CHECKING:
     from ..autodiff import Pullback, Pushforward
@@ -57,8 +57,7 @@ class Leaf(Op):
         shape = f" shape {out.shape}" if out.shape else ""
         per = ", per sample" if out.batched else ""
         if latex:
-            name = out.name.replace("_", r"\_")
-            return rf"\text{{{name}: {what}{shape}{per}}}"
+            return rf"\text{{{display_name(out.name, True)}: {what}{shape}{per}}}"
         return f"{out.name}: {what}{shape}{per}"
 
 
