@@ -16,9 +16,40 @@ from __future__ import annotations
 
 from symgrad.names import CUDA_RUNTIME, CUDA_TYPES
 
-from .emit_cpu import emit_function, emit_kernels, import_line
-from .kernel_ir import Kernel
+from .emit_cpu import StmtPrinter, emit_function, emit_kernels, import_line
+from .kernel_ir import Alloc, Builtin, Kernel
 from .printer import CudaPrinter
+
+#: how the device spells the target's builtins
+_BUILTINS = {"row": "cuda.grid(1)", "rows_step": "cuda.gridsize(1)", "thread": "cuda.threadIdx.x",
+             "block": "cuda.blockIdx.x", "block_dim": "cuda.blockDim.x"}
+
+
+class CudaStmtPrinter(StmtPrinter):
+    """Statements for numba-cuda: builtins, thread-local / shared / device arrays, atomic adds into
+    the arrays a block shares, barriers."""
+
+    def builtin(self, b: Builtin) -> str:
+        return _BUILTINS[b.name]
+
+    def float_cast(self) -> str:
+        return self.exprs.float_type
+
+    def alloc(self, s: Alloc) -> str:
+        dt = "int64" if s.dtype == "int64" else self.exprs.float_type
+        if s.space == "local":
+            return f"{s.name} = cuda.local.array({self.shape(s.shape)}, {dt})"
+        if s.space == "shared":
+            return f"{s.name} = cuda.shared.array({self.shape(s.shape)}, {dt})"
+        if s.space == "device":
+            return f"{s.name} = cuda.device_array({self.shape(s.shape, tuple_always=True)}, np.{dt})"
+        return super().alloc(s)
+
+    def atomic_add(self, array: str, index: str, value: str) -> str:
+        return f"cuda.atomic.add({array}, {index}, {value})"
+
+    def barrier(self) -> str:
+        return "cuda.syncthreads()"
 
 __all__ = ["emit_cuda_module", "emit_cuda_kernel"]
 
@@ -50,7 +81,7 @@ def reduce_partials(partials, total):
 def emit_cuda_kernel(k: Kernel, float_type: str, fastmath: bool) -> str:
     """A device kernel (``@cuda.jit``), or plain Python for a staged pass's host driver."""
     return emit_function(k, "" if k.host else f"@cuda.jit(cache=True, fastmath={fastmath})",
-                         CudaPrinter(float_type))
+                         CudaStmtPrinter(CudaPrinter(float_type), k.shared))
 
 
 def emit_cuda_module(kernels: list[Kernel], *, title: str, float_type: str, fastmath: bool,

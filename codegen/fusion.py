@@ -20,12 +20,12 @@ from typing import Callable
 
 import sympy as sp
 
-from .kernel_ir import Compute, Line, Loop, Ref, Stmt, walk_refs
+from .kernel_ir import Affine, Compute, If, Index, Loop, Ref, Stmt, defines, uses, walk_refs
 
 __all__ = ["fuse_row_body", "drop_row_index", "reindex"]
 
 
-def _writes(loop: Loop) -> dict[str, tuple[str, ...]]:
+def _writes(loop: Loop) -> dict[str, Index]:
     return {r.name: r.index for kind, r, _ in walk_refs(loop.body) if kind == "write"}
 
 
@@ -55,11 +55,15 @@ def _can_merge(a: Loop, b: Loop, vector: bool) -> bool:
     if vector and ((_nested(a) and _costly(b)) or (_nested(b) and _costly(a))):
         return False
     written = _writes(a)
-    return all(written.get(r.name, r.index) == r.index for _, r, _ in walk_refs(b.body))
+    var = Affine.of(a.var)
+    # b may read what a wrote only at the same element, and only an element of the loop's own
+    # iteration (a value a writes at an index without the loop variable is its last iteration's)
+    return all(r.name not in written or (written[r.name] == r.index and var in r.index)
+               for _, r, _ in walk_refs(b.body))
 
 
 def _is_const_init(s: Stmt) -> bool:
-    return isinstance(s, Compute) and s.op == "=" and not s.binds
+    return isinstance(s, Compute) and s.op == "=" and not s.binds and not s.expr.free_symbols
 
 
 def _merge(stmts: list[Stmt], vector: bool) -> list[Stmt]:
@@ -81,7 +85,7 @@ def _merge(stmts: list[Stmt], vector: bool) -> list[Stmt]:
 
 
 def reindex(stmts: tuple[Stmt, ...] | list[Stmt], names: set[str],
-            keep: Callable[[tuple[str, ...]], tuple[str, ...]] = lambda index: ()) -> list[Stmt]:
+            keep: Callable[[Index], Index] = lambda index: ()) -> list[Stmt]:
     """References to ``names`` with their index replaced by ``keep(index)`` (default: none)."""
     def fix(r: Ref) -> Ref:
         return Ref(r.name, keep(r.index)) if r.name in names else r
@@ -90,6 +94,9 @@ def reindex(stmts: tuple[Stmt, ...] | list[Stmt], names: set[str],
         if isinstance(s, Compute):
             out.append(Compute(fix(s.target), s.expr, tuple((sym, fix(r)) for sym, r in s.binds),
                                s.op, s.comment))
+        elif isinstance(s, If):
+            out.append(replace(s, binds=tuple((sym, fix(r)) for sym, r in s.binds),
+                               body=tuple(reindex(s.body, names, keep))))
         elif isinstance(s, Loop):
             out.append(replace(s, body=tuple(reindex(s.body, names, keep))))
         else:
@@ -107,19 +114,20 @@ def fuse_row_body(stmts: list[Stmt], row: str, candidates: set[str],
     body and the names that became scalars (they need no allocation).
     """
     fused = _merge(stmts, vector)
-    in_lines = set()
+    opaque = set()   # names other statements (allocations, calls) touch stay arrays
     for s in fused:
-        if isinstance(s, Line):
-            in_lines |= s.reads | s.writes
+        if not isinstance(s, (Compute, Loop)):
+            opaque |= uses([s]) | defines(s)
     where: dict[str, set] = {}
-    ok = {n for n in candidates if n not in in_lines}
+    ok = {n for n in candidates if n not in opaque}
+    r_ = Affine.of(row)
     for top in fused:
         for kind, r, loops in walk_refs([top]):
             if r.name not in ok:
                 continue
-            if r.index == (row,):
+            if r.index == (r_,):
                 where.setdefault(r.name, set()).add("row")
-            elif len(r.index) == 2 and r.index[0] == row and loops and r.index[1] == loops[0].var:
+            elif len(r.index) == 2 and r.index[0] == r_ and loops and r.index[1] == Affine.of(loops[0].var):
                 where.setdefault(r.name, set()).add(id(top))
             else:
                 ok.discard(r.name)
@@ -130,4 +138,5 @@ def fuse_row_body(stmts: list[Stmt], row: str, candidates: set[str],
 def drop_row_index(stmts: list[Stmt], names: set[str], row: str) -> list[Stmt]:
     """``name[row, ...]`` -> ``name[...]`` for ``names``: arrays that hold one row at a time (a GPU
     thread's local arrays, reused for each of its rows)."""
-    return reindex(stmts, names, lambda index: index[1:] if index[:1] == (row,) else index)
+    r_ = (Affine.of(row),)
+    return reindex(stmts, names, lambda index: index[1:] if index[:1] == r_ else index)

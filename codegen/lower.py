@@ -39,7 +39,9 @@ from symgrad.cuda_runner import THREADS_PER_BLOCK
 from symgrad.runtime import BLAS_HELPERS
 
 from .fusion import drop_row_index, fuse_row_body, reindex
-from .kernel_ir import Compute, Kernel, Line, Loop, Ref, Stmt, walk_refs
+from .kernel_ir import (Affine, Alloc, Barrier, Builtin, Call, CallExpr, Compute, Dim, Fill, If, Kernel, Launch, Let,
+                        Literal, Loop, Min, Mul, Reciprocal, Ref, Return, Stmt, View, Window, defines, index,
+                        needed, uses, walk_refs)
 from .ops import rule_for
 from .targets import CPU, Target, target_of
 
@@ -73,7 +75,7 @@ class _RowStage:
     """Staged CUDA: one fused loop over a chunk's rows, which becomes a row kernel (one GPU thread
     per sample), and the allocations of its thread-local arrays."""
 
-    allocs: tuple[Line, ...]
+    allocs: tuple[Alloc, ...]
     loop: Loop
 
 
@@ -161,13 +163,13 @@ class Lowering:
                 for a in self.assigns if a.out.name in self.store and self.store[a.out.name].kind == "acc"
                 and a.out.shape and self.phase[a.out.name] == "B" and a.out.name not in self.alias}
 
-    def chunk_slices(self, data_args: list[tuple[str, Assign | None]]) -> list[Line]:
+    def chunk_slices(self, data_args: list[tuple[str, Assign | None]]) -> list[View]:
         """``x_c = x[r0:r1]``: the chunk's rows of each data argument the kind reads."""
-        return [Line(f"{self.store[a.out.name].name} = {arg}[r0:r1]") for arg, a in data_args
+        return [View(self.store[a.out.name].name, arg, Affine.of("r0"), Affine.of("r1")) for arg, a in data_args
                 if a is not None and a.out.name in self.store]
 
     # ------------------------------------------------------------------ references
-    def ref(self, v: Value, idx: tuple[str, ...], row: str | None) -> Ref | sp.Expr:
+    def ref(self, v: Value, idx: tuple[str | Affine, ...], row: str | None) -> Ref | sp.Expr:
         """The element of ``v`` at per-sample index ``idx`` (row ``row`` if batched)."""
         st = self.store[v.name]
         if st.kind == "const":
@@ -176,8 +178,8 @@ class Lowering:
             return Ref(st.name)
         lead = (row,) if v.batched else ()
         if not v.shape:
-            return Ref(st.name, lead)
-        return Ref(st.name, lead + idx)
+            return Ref(st.name, index(*lead))
+        return Ref(st.name, index(*lead, *idx))
 
     def bind(self, expr: sp.Expr, args: tuple[Value, ...], idx_of: list[tuple[str, ...]],
              row: str | None) -> tuple[sp.Expr, tuple[tuple[sp.Symbol, Ref], ...]]:
@@ -191,22 +193,22 @@ class Lowering:
         return (expr.xreplace(subs) if subs else expr), tuple(binds)
 
     # ------------------------------------------------------------------ op emission
-    def target(self, a: Assign, idx: tuple[str, ...], row: str | None) -> tuple[Ref, str]:
+    def target(self, a: Assign, idx: tuple[str | Affine, ...], row: str | None) -> tuple[Ref, str]:
         st = self.store[a.out.name]
         if st.kind == "acc" and self.phase_of_emit == "B":
             if not a.out.shape:
-                return Ref("acc", (str(st.acc_slot),)), "+="
-            return Ref(f"{st.name}_acc", idx), "+="
+                return Ref("acc", index(st.acc_slot)), "+="
+            return Ref(f"{st.name}_acc", index(*idx)), "+="
         r = self.ref(a.out, idx, row)
         assert isinstance(r, Ref)
         return r, "="
 
     def loops(self, shape: tuple[int, ...], names: tuple[str, ...], body: list[Stmt]) -> list[Stmt]:
         for n, var in reversed(list(zip(shape, names))):
-            body = [Loop(var, "0", str(n), tuple(body))]
+            body = [Loop(var, Affine(), Affine.of(n), tuple(body))]
         return body
 
-    def gemm(self, a: Assign) -> Line | None:
+    def gemm(self, a: Assign) -> list[Stmt] | None:
         """The contraction as one BLAS call over the chunk (a tiled GPU GEMM in a staged CUDA
         pass), if it is a GEMM worth calling."""
         if self.cuda and (not self.staged or self.phase_of_emit != "B"):
@@ -216,7 +218,6 @@ class Lowering:
             return None
         first, t1, second, t2 = plan
         st = self.store[a.out.name]
-        reads = frozenset({first, second})
         comment = f"{a.out.name} = einsum('{a.op.spec}', {a.args[0].name}, {a.args[1].name})"
         if self.staged:   # every term of a batch sum adds into its slots of total
             out = f"{st.name}_acc" if st.kind == "acc" else st.name
@@ -224,21 +225,20 @@ class Lowering:
                 self.gemm_sums.add(out)
             else:
                 self.globals.setdefault(st.name, a.out)
-            return Line(f"gemm({first}, {second}, {out}, {t1}, {t2}, {st.kind == 'acc'})", comment, reads,
-                        frozenset({out}))
+            return [Call("gemm", (first, second, out, Literal(t1), Literal(t2), Literal(st.kind == "acc")),
+                         frozenset({out}), comment)]
         helper = BLAS_HELPERS[(t1, t2)]   # symgrad.runtime: compiled once per machine
         if st.kind != "acc":
             alloc = self.alloc(a.out, "rows" if a.out.batched else None)
-            return Line(f"{alloc.text}\n{helper}({first}, {second}, {st.name})", comment, reads,
-                        frozenset({st.name}))
+            return [replace(alloc, comment=comment), Call(helper, (first, second, st.name), frozenset({st.name}))]
         acc = f"{st.name}_acc"
         if a.out.name not in self.alias and a.out.name not in self.alias.values():
             # the only term of this batch sum in the chunk: BLAS writes it in place
-            return Line(f"{helper}({first}, {second}, {acc})", comment, reads, frozenset({acc}))
+            return [Call(helper, (first, second, acc), frozenset({acc}), comment)]
         term = self.name(f"{a.out.name}_term")   # one of several terms: computed, then added
         alloc = self.alloc(a.out, None, term)
-        return Line(f"{alloc.text}\n{helper}({first}, {second}, {term})\nadd_into({acc}, {term})", comment,
-                    reads, frozenset({acc}))
+        return [replace(alloc, comment=comment), Call(helper, (first, second, term), frozenset({term})),
+                Call("add_into", (acc, term), frozenset({acc}))]
 
     def emit(self, a: Assign, row: str | None) -> list[Stmt]:
         """The statements of ``a`` (its op family's lowering rule, :mod:`codegen.ops`)."""
@@ -250,18 +250,12 @@ class Lowering:
         return plan(self, a, per_row) if plan is not None else None
 
     def index_vars(self, n: int) -> tuple[str, ...]:
-        """Loop variables over a value's ``n`` per-sample axes."""
-        return self._vars(("i", "j"), n, "axes")
+        """Loop variables over a value's ``n`` per-sample axes: i, j, then i2, i3, ..."""
+        return loop_vars(("i", "j"), "i", n)
 
     def reduction_vars(self, n: int) -> tuple[str, ...]:
-        """Loop variables over an einsum's ``n`` summed axes."""
-        return self._vars(("k", "l", "m", "p"), n, "summed axes")
-
-    @staticmethod
-    def _vars(names: tuple[str, ...], n: int, what: str) -> tuple[str, ...]:
-        if n > len(names):
-            raise IRError(f"a value with {n} {what}: the lowering supports at most {len(names)}")
-        return names[:n]
+        """Loop variables over an einsum's ``n`` summed axes: k, l, m, p, then k4, k5, ..."""
+        return loop_vars(("k", "l", "m", "p"), "k", n)
 
     @property
     def rows_are_local(self) -> bool:
@@ -270,7 +264,7 @@ class Lowering:
         return self.cuda and not self.staged
 
     # ------------------------------------------------------------------ storage
-    def alloc(self, v: Value, rows: str | None, name: str = "") -> Line | None:
+    def alloc(self, v: Value, rows: str | None, name: str = "") -> Alloc | None:
         """Allocation of ``v``'s array (under ``name`` if given)."""
         name = name or self.store[v.name].name
         if self.cuda:   # a thread's own array: one row of a per-sample value, or a parameter-only one
@@ -286,13 +280,9 @@ class Lowering:
                               "memory per thread). Only the values that cross a staged pass's kernels "
                               "live in device memory, and a pass is staged only for a network with a "
                               "GEMM-sized layer or more sums than shared memory holds")
-            shape = str(v.shape[0]) if len(v.shape) == 1 else str(tuple(v.shape))
-            dt = "int64" if v.kind == "index" else self.ft
-            return Line(f"{name} = cuda.local.array({shape}, {dt})", "", frozenset(), frozenset({name}))
-        dims = ((rows,) if v.batched else ()) + tuple(str(d) for d in v.shape)
-        shape = dims[0] if len(dims) == 1 else "(" + ", ".join(dims) + ")"
-        dt = "np.int64" if v.kind == "index" else self.dtype
-        return Line(f"{name} = np.empty({shape}, dtype={dt})", "", frozenset(), frozenset({name}))
+            return Alloc(name, index(*v.shape), "int64" if v.kind == "index" else "float", "local")
+        dims = ((rows,) if v.batched and rows else ()) + v.shape
+        return Alloc(name, index(*dims), "int64" if v.kind == "index" else "float")
 
     def plan_storage(self) -> int:
         """Decide how each live value is held; returns the accumulator length."""
@@ -329,7 +319,7 @@ class Lowering:
                 continue  # an alias's add happened in the shared accumulator
             g = self.gemm(a)
             if g is not None:
-                out.append(g)
+                out.extend(g)
                 continue
             if st.kind == "array":
                 line = self.alloc(a.out, None)
@@ -354,16 +344,16 @@ class Lowering:
             fused, scalars = fuse_row_body(stmts, "r", local_names, vector=not self.cuda)
             kept = [v for v in defined if self.store[v.name].name not in scalars]
             if self.staged:   # a row kernel: its own rows in thread-local arrays, the rest in device memory
-                in_lines = set().union(*(x.reads | x.writes for x in stmts if isinstance(x, Line)))
-                own = [v for v in kept if self.store[v.name].name in local_names - in_lines]
+                opaque = set().union(*(uses([x]) | defines(x) for x in stmts if not isinstance(x, (Compute, Loop))))
+                own = [v for v in kept if self.store[v.name].name in local_names - opaque]
                 for v in kept:
                     if v not in own:
                         self.globals.setdefault(self.store[v.name].name, v)
                 fused = drop_row_index(fused, {self.store[v.name].name for v in own}, "r")
                 self.local_elements = 0
                 allocs = [ln for ln in (self.alloc(v, "rows") for v in own) if ln is not None]
-                body.append(_RowStage(tuple(allocs), Loop("r", "cuda.grid(1)", "rows", tuple(fused),
-                                                          step="cuda.gridsize(1)")))
+                body.append(_RowStage(tuple(allocs), Loop("r", Affine.of(Builtin("row")), Affine.of("rows"),
+                                                          tuple(fused), step=Affine.of(Builtin("rows_step")))))
                 group.clear()
                 members.clear()
                 return
@@ -372,7 +362,7 @@ class Lowering:
             for v in kept:
                 line = self.alloc(v, "rows")
                 body.extend([line] if line is not None else [])
-            body.append(Loop("r", "0", "rows", tuple(fused)))
+            body.append(Loop("r", Affine(), Affine.of("rows"), tuple(fused)))
             group.clear()
             members.clear()
 
@@ -385,7 +375,7 @@ class Lowering:
             g = self.gemm(a)
             if g is not None:
                 flush([])
-                body.append(g)
+                body.extend(g)
                 continue
             group.append((a, self.emit(a, "r")))
             members.add(id(a))
@@ -394,60 +384,48 @@ class Lowering:
             return body
         flush([])
         for sink, v in sink_rows:   # element loops: an array-to-slice assignment costs ~2 s to compile
-            body.append(Loop("r", "0", "rows", tuple(self.row_sink_loops(sink, v))))
+            body.append(Loop("r", Affine(), Affine.of("rows"), tuple(self.row_sink_loops(sink, v))))
         return body
 
     def row_sink_loops(self, sink: Sink, v: Value) -> list[Stmt]:
         """Row r of a per-sample output, element by element: all of it, or, with ``size``,
         columns offset..offset+size of a (N, width) array (a Jacobian row block), broadcasting
         values that do not vary per sample."""
-        idx = ("i", "j", "k", "l")[:len(v.shape)]
-        col = ""
-        if sink.size:   # a column block of a (N, width) array, elements in C order
-            flat, stride = [], 1
-            for var, d in reversed(list(zip(idx, v.shape))):
-                flat.append(f"{var}*{stride}" if stride != 1 else var)
-                stride *= d
-            col = " + ".join([str(sink.offset)] + flat[::-1])
+        idx = self.index_vars(len(v.shape))
+        row = Affine.of("r0") + "r"
         s = sp.Symbol("a0", real=True)
         val = self.ref(v, idx, "r")
         binds = ((s, val),) if isinstance(val, Ref) else ()
         expr = s if binds else val
         if sink.size > 1 and not v.shape:   # a scalar (a constant 0, say) fills the whole column block
-            target = Ref(sink.array, ("r0 + r", f"{sink.offset} + q"))
-            return [Loop("q", "0", str(sink.size), (Compute(target, expr, binds, "=", f"{sink.key}: row r"),))]
-        target = Ref(sink.array, ("r0 + r",) + ((col,) if sink.size else idx))
+            target = Ref(sink.array, (row, Affine.of(sink.offset) + "q"))
+            return [Loop("q", Affine(), Affine.of(sink.size),
+                         (Compute(target, expr, binds, "=", f"{sink.key}: row r"),))]
+        # a column block of a (N, width) array, elements in C order
+        target = Ref(sink.array, (row, c_order(sink.offset, idx, v.shape)) if sink.size else (row, *index(*idx)))
         return self.loops(v.shape, idx, [Compute(target, expr, binds, "=", f"{sink.key}: row r")])
 
     def sink_stmt(self, sink: Sink, v: Value) -> Stmt:
         st = self.store[v.name]
-        if st.kind == "const":
-            from .printer import NumbaPrinter
-            val = NumbaPrinter(self.ft).doprint_expr(st.expr)
-        elif st.kind == "acc" and not v.shape:
-            val = f"total[{st.acc_slot}]"
-        else:
-            val = st.name
-        if sink.kind == "return":
-            return Line(f"result[0] = {val}" if self.cuda else f"return {val}", sink.key)
         s = sp.Symbol("a0", real=True)
+        if sink.kind == "return":
+            expr, binds = ((st.expr, ()) if st.kind == "const" else
+                           (s, ((s, Ref("total", index(st.acc_slot)) if st.kind == "acc" else Ref(st.name)),)))
+            if self.cuda:
+                return Compute(Ref("result", index(0)), expr, binds, "=", sink.key)
+            return Return(expr, binds, sink.key)
+        q = Affine.of(sink.offset) + "q"
         if st.kind == "acc" and v.shape:   # a batch sum: its slots of total, already in C order
-            return Loop("q", "0", str(sink.size), (Compute(
-                Ref(sink.array, (f"{sink.offset} + q",)), s, ((s, Ref("total", (f"{st.acc_slot} + q",))),)),),
-                sink.key)
+            return Loop("q", Affine(), Affine.of(sink.size), (Compute(
+                Ref(sink.array, (q,)), s, ((s, Ref("total", (Affine.of(st.acc_slot) + "q",))),)),), sink.key)
         # element by element, in C order (an array-to-slice assignment costs ~2 s to compile on the CPU)
-        idx = ("i", "j", "k", "l")[:len(v.shape)]
-        flat, stride = [], 1
-        for var, d in reversed(list(zip(idx, v.shape))):
-            flat.append(f"{var}*{stride}" if stride != 1 else var)
-            stride *= d
-        pos = " + ".join([str(sink.offset)] + flat[::-1])
+        idx = self.index_vars(len(v.shape))
         ref = self.ref(v, idx, None) if st.kind != "const" else st.expr
         binds = ((s, ref),) if isinstance(ref, Ref) else ()
         if not v.shape:   # a scalar, broadcast over the sink's slots
-            body = Compute(Ref(sink.array, (f"{sink.offset} + q",)), s if binds else ref, binds, "=", "")
-            return Loop("q", "0", str(max(sink.size, 1)), (body,), sink.key)
-        body = Compute(Ref(sink.array, (pos,)), s if binds else ref, binds, "=", "")
+            body = Compute(Ref(sink.array, (q,)), s if binds else ref, binds, "=", "")
+            return Loop("q", Affine(), Affine.of(max(sink.size, 1)), (body,), sink.key)
+        body = Compute(Ref(sink.array, (c_order(sink.offset, idx, v.shape),)), s if binds else ref, binds, "=", "")
         return replace(self.loops(v.shape, idx, [body])[0], comment=sink.key)
 
 
@@ -523,16 +501,16 @@ def _storage(L: Lowering, data: tuple[tuple[str, str], ...], flat_leaves: dict[s
         inputs.append(arg)
     head: list[Stmt] = []
     if data_args:
-        head.append(Line(f"n_samples = {data_args[0][0]}.shape[0]"))
+        head.append(Let("n_samples", Dim(data_args[0][0], 0)))
     if any(a.op.is_leaf() and a.op.role == "batch_scale" for a in L.assigns):
-        cast = float_type if cuda else f"np.{float_type}"
-        head.append(Line(f"inv_n = {cast}(1.0 / n_samples)", "1/N: the objective is a mean"))
+        head.append(Let("inv_n", Reciprocal("n_samples"), "1/N: the objective is a mean"))
     for role, arr in flat_leaves.items():
         for a in L.assigns:
             if a.op.is_leaf() and a.op.role == role:
                 off, shape = param_layout[a.op.label]
-                view = f"{arr}[{off}]" if not shape else _view(arr, off, shape)
-                head.append(Line(f"{a.out.name} = {view}", f"{role} {a.op.label!r}"))
+                comment = f"{role} {a.op.label!r}"
+                head.append(View(a.out.name, arr, Affine.of(off), None, None, comment) if not shape
+                            else _view(a.out.name, arr, off, shape, comment))
     return n_acc, inputs, data_args, head
 
 
@@ -578,35 +556,37 @@ def _finishing(L: Lowering, name: str, doc: str, flat_leaves: dict[str, str], n_
                                              flat_out, [(s, L.store[program.output(s.key).name].acc_slot)
                                                         for s in copied])
     elif chunk_body:
-        pre: list[Stmt] = [Line("r0 = c * chunk"), Line("r1 = min(r0 + chunk, n_samples)"),
-                           Line("rows = r1 - r0"), *L.chunk_slices(data_args)]
+        pre: list[Stmt] = [Let("r0", Mul("c", "chunk")), Let("r1", Min(Affine.of("r0") + "chunk", Affine.of("n_samples"))),
+                           Let("rows", Affine.of("r1") + Affine.of("r0") * -1), *L.chunk_slices(data_args)]
         acc_views = L.acc_views() if n_acc else {}
         if n_acc and not block_sums:   # the CPU (a GPU pass with more sums than a block holds is staged)
-            pre.append(Line("acc = partials[c]", "this chunk's private share of every sum over the batch"))
-            pre.append(Line("acc[:] = 0"))
-        pre += [Line(f"{v} = {_view('acc', slot, shape)}") for v, (slot, shape) in acc_views.items()]
+            pre.append(View("acc", "partials", Affine.of("c"), None, None,
+                            "this chunk's private share of every sum over the batch"))
+            pre.append(Fill("acc"))
+        pre += [_view(v, "acc", slot, shape) for v, (slot, shape) in acc_views.items()]
         rows_out = list(dict.fromkeys(s.array for s, _ in sink_rows))
         if block_sums:   # no early return: every thread must reach the barriers
             opening, closing = _shared_block_sums(n_acc, float_type, "partials")
-            body = head + _needed(phase_a, pre, chunk_body) + [
-                opening, Line("c = cuda.grid(1)", "this thread's chunk of rows (none past the batch's end)"),
-                *pre, *chunk_body, closing]
+            body = head + needed(phase_a, pre, chunk_body) + [
+                *opening, Let("c", Affine.of(Builtin("row")), "this thread's chunk of rows (none past the batch's end)"),
+                *pre, *chunk_body, *closing]
             params = inputs + rows_out + ["partials", "chunk"]
             chunk_doc = (f"Rows c*chunk..(c+1)*chunk of {name} in GPU thread c, all its per-sample work "
                          "fused; the threads of a block add their sums atomically in shared memory, and "
                          "the block writes them to partials[block].")
         elif cuda:
-            body = head + _needed(phase_a, pre, chunk_body) + [
-                Line("c = cuda.grid(1)", "this thread's chunk of rows"),
-                Line("if c * chunk >= n_samples:\n    return"), *pre, *chunk_body]
+            body = head + needed(phase_a, pre, chunk_body) + [
+                Let("c", Affine.of(Builtin("row")), "this thread's chunk of rows"),
+                If(sp.Symbol("c") * sp.Symbol("chunk") >= sp.Symbol("n_samples"), (), (Return(),)),
+                *pre, *chunk_body]
             params = inputs + rows_out + ["chunk"]
             chunk_doc = (f"Rows c*chunk..(c+1)*chunk of {name} in GPU thread c, all its per-sample work "
                          "fused (no sums over the batch: each thread writes its own rows).")
         else:
             body = head + phase_a + [
-                Line(f"chunk = chunk_rows(n_samples, {n_acc})",
-                     "rows per chunk: depends on N and the accumulator size, never on threads"),
-                Loop("c", "c0", "c1", tuple(pre + chunk_body))]
+                Let("chunk", CallExpr("chunk_rows", ("n_samples", n_acc)),
+                    "rows per chunk: depends on N and the accumulator size, never on threads"),
+                Loop("c", Affine.of("c0"), Affine.of("c1"), tuple(pre + chunk_body))]
             params = inputs + rows_out + ["partials", "c0", "c1"]
             chunk_doc = (f"Chunks c0..c1 of {name}, all its per-sample work fused; chunk c writes its "
                    "sums to partials[c] and nothing else, so chunks may run in parallel.")
@@ -614,17 +594,17 @@ def _finishing(L: Lowering, name: str, doc: str, flat_leaves: dict[str, str], n_
                         frozenset({"acc", *acc_views}) if block_sums else frozenset())
     if chunk_body and n_acc:
         if not cuda:   # on the GPU the partial sums are reduced by a kernel of their own
-            reduction.append(Line("total = sum_rows(partials)",
-                                  "chunk sums added in chunk order: reproducible for any thread count"))
+            reduction.append(Let("total", CallExpr("sum_rows", ("partials",)),
+                                 "chunk sums added in chunk order: reproducible for any thread count"))
         viewed = set()
         for a in L.assigns:
             st = L.store.get(a.out.name)
             if st is not None and st.kind == "acc" and a.out.shape:
                 if st.name not in viewed:
                     viewed.add(st.name)
-                    views.append(Line(f"{st.name} = {_view('total', st.acc_slot, a.out.shape)}"))
+                    views.append(_view(st.name, "total", st.acc_slot, a.out.shape))
             elif st is not None and st.kind == "acc":
-                views.append(Line(f"{st.name} = total[{st.acc_slot}]"))
+                views.append(View(st.name, "total", Affine.of(st.acc_slot)))
                 L.store[a.out.name] = Store("scalar", st.name)
     phase_c = L.unbatched_phase("C")
     outs = [s for s in sinks if s.kind in ("flat", "return")]
@@ -633,7 +613,7 @@ def _finishing(L: Lowering, name: str, doc: str, flat_leaves: dict[str, str], n_
         [L.sink_stmt(s, program.output(s.key)) for s in outs if s.kind == "return"]
     # only the views and phase-A values the finish reads (a gradient sum goes to grad as a flat slice)
     defs = head + views + (phase_a if chunk_body else [])
-    keep = {id(st) for st in _needed(defs, tail, [] if chunk_body else phase_a)}
+    keep = {id(st) for st in needed(defs, tail, [] if chunk_body else phase_a)}
     finish = [st for st in head if id(st) in keep] + reduction + [st for st in views if id(st) in keep] + (
         [st for st in phase_a if id(st) in keep] if chunk_body else phase_a) + tail
     params = inputs + [a for a in out_arrays if a not in [s.array for s, _ in sink_rows]]
@@ -676,7 +656,7 @@ def _staged_pass(L: Lowering, name: str, stages: list[Stmt | _RowStage], head: l
     launches: list[Stmt] = []
     part_bytes = 0
     for st in stages:
-        if isinstance(st, Line):
+        if not isinstance(st, _RowStage):
             launches.append(st)
             continue
         kname = f"{name}_rows{len(kernels) + 1}"
@@ -684,29 +664,29 @@ def _staged_pass(L: Lowering, name: str, stages: list[Stmt | _RowStage], head: l
         sums: list[tuple[int, int, str]] = []   # (first slot, slots, view name or "") this kernel adds to
         for kind, r, _ in walk_refs([st.loop]):
             if kind == "write" and r.name == "acc":
-                sums.append((int(r.index[0]), 1, ""))
+                sums.append((r.index[0].const, 1, ""))
             elif kind == "write" and r.name in views:
                 sums.append((views[r.name][0], math.prod(views[r.name][1]), r.name))
         sums = sorted(set(sums))
         local, view_lines, n_sums = {}, [], 0
         for g, size, v in sums:
             if v:
-                view_lines.append(Line(f"{v} = {_view('acc', n_sums, views[v][1])}"))
+                view_lines.append(_view(v, "acc", n_sums, views[v][1]))
             else:
-                local[str(g)] = str(n_sums)
+                local[Affine.of(g)] = Affine.of(n_sums)
             n_sums += size
         loop = reindex([st.loop], {"acc"}, lambda index: (local.get(index[0], index[0]),))[0]
         core: list[Stmt] = [*st.allocs, *view_lines, loop]
-        pre = head + phase_a + [Line("rows = r1 - r0")] + slices
+        pre = head + phase_a + [Let("rows", Affine.of("r1") + Affine.of("r0") * -1)] + slices
         fits = n_sums * itemsize <= L.limits.shared_acc_bytes
         if n_sums and fits:
             opening, closing = _shared_block_sums(n_sums, ft, part)
-            core = [opening, *core, closing]
+            core = [*opening, *core, *closing]
         elif n_sums:
-            core = [Line(f"acc = {part}[cuda.blockIdx.x]", "this block's sums (too many for shared memory): "
+            core = [View("acc", part, Affine.of(Builtin("block")), None, None, "this block's sums (too many for shared memory): "
                          "its row of partials, zeroed by the driver"), *core]
-        body = _needed(pre, core) + core
-        used = _names_in(body)
+        body = needed(pre, core) + core
+        used = uses(body)
         params = [p for p in from_driver + ([part] if n_sums else []) if p in used] + ["r0", "r1"]
         types[part] = "f2"
         what = (f"its block sums to {part}[block] ({'shared memory' if fits else 'device memory'}, "
@@ -717,34 +697,36 @@ def _staged_pass(L: Lowering, name: str, stages: list[Stmt | _RowStage], head: l
                               frozenset({"acc", *(v for _, _, v in sums if v)}) if n_sums else frozenset(),
                               arg_types=tuple(types[p] for p in params)))
         if n_sums:
-            allocs += [Line(f"{part} = cuda.device_array((blocks_for(chunk), {n_sums}), np.{ft})"),
-                       Line(f"{slots} = slot_index({tuple((g, k) for g, k, _ in sums)})",
+            allocs += [Alloc(part, (CallExpr("blocks_for", ("chunk",)), Affine.of(n_sums)), space="device"),
+                       Let(slots, CallExpr("slot_index", (Literal(tuple((g, k) for g, k, _ in sums)),)),
                             "where its block sums go in total")]
             part_bytes += -(-n_sums * itemsize // THREADS_PER_BLOCK)   # per row: a row per block
-        launches += ([Line(f"zero({part}[:blocks])")] if n_sums and not fits else []) + [
-            Line(f"{kname}[blocks, THREADS_PER_BLOCK]({', '.join(params)})")] + (
-            [Line(f"add_partials({part}[:blocks], total, {slots})")] if n_sums else [])
+        blocks = Window(part, Affine(), Affine.of("blocks"))
+        launches += ([Call("zero", (blocks,), frozenset({part}))] if n_sums and not fits else []) + [
+            Launch(kname, ("blocks", "THREADS_PER_BLOCK"), tuple(params))] + (
+            [Call("add_partials", (blocks, "total", slots), frozenset({"total"}))] if n_sums else [])
     row_bytes = part_bytes
     bufs: list[Stmt] = []
     buf = {g: L.name(f"{g}_buf") for g in L.globals}
     for g, v in L.globals.items():
         row_bytes += (8 if v.kind == "index" else itemsize) * math.prod(v.shape)
-        shape = ", ".join(("chunk",) + tuple(str(d) for d in v.shape))
-        bufs.append(Line(f"{buf[g]} = cuda.device_array(({shape}{',' if not v.shape else ''}), "
-                         f"np.{'int64' if v.kind == 'index' else ft})"))
-    used = _names_in(launches)
-    loop = Loop("r0", "0", "n_samples", tuple(
-        [Line("r1 = min(r0 + chunk, n_samples)"), Line("rows = r1 - r0"), Line("blocks = blocks_for(rows)")]
-        + [ln for ln in slices if ln.text.split(" = ")[0] in used]
-        + [Line(f"{g} = {buf[g]}[:rows]") for g in L.globals] + launches),
-        "chunks of the batch, in order", step="chunk")
-    sums_of_gemms = [Line(f"{v} = {_view('total', *views[v])}") for v in sorted(L.gemm_sums)]
-    setup: list[Stmt] = [Line(f"chunk = stage_rows(n_samples, {row_bytes})",
-                              "rows per chunk: what the device-memory budget holds (depends on N only)"),
-                         *bufs, *allocs] + ([Line("zero(total)")] if n_acc else []) + sums_of_gemms
-    copy = [Line(f"{s.array}[{s.offset}:{s.offset + s.size}].copy_to_device(total[{slot}:{slot + s.size}])",
-                 s.key) for s, slot in copies]
-    body = _needed(head, setup + [loop]) + setup + [loop] + copy
+        bufs.append(Alloc(buf[g], index("chunk", *v.shape), "int64" if v.kind == "index" else "float", "device"))
+    used = uses(launches)
+    rows = Affine.of("rows")
+    loop = Loop("r0", Affine(), Affine.of("n_samples"), tuple(
+        [Let("r1", Min(Affine.of("r0") + "chunk", Affine.of("n_samples"))),
+         Let("rows", Affine.of("r1") + Affine.of("r0") * -1), Let("blocks", CallExpr("blocks_for", ("rows",)))]
+        + [v for v in slices if v.name in used]
+        + [View(g, buf[g], Affine(), rows) for g in L.globals] + launches),
+        "chunks of the batch, in order", step=Affine.of("chunk"))
+    sums_of_gemms = [_view(v, "total", *views[v]) for v in sorted(L.gemm_sums)]
+    setup: list[Stmt] = [Let("chunk", CallExpr("stage_rows", ("n_samples", row_bytes)),
+                             "rows per chunk: what the device-memory budget holds (depends on N only)"),
+                         *bufs, *allocs] + ([Call("zero", ("total",), frozenset({"total"}))] if n_acc else []) + sums_of_gemms
+    copy = [Call("copy_to_device", (Window(s.array, Affine.of(s.offset), Affine.of(s.offset + s.size)),
+                                    Window("total", Affine.of(slot), Affine.of(slot + s.size))),
+                 frozenset({s.array}), s.key, method=True) for s, slot in copies]
+    body = needed(head, setup + [loop]) + setup + [loop] + copy
     params = flat + [arg for arg, _ in data_args] + rows_out + flat_out + (["total"] if n_acc else [])
     driver = Kernel(f"{name}_chunks", tuple(params), tuple(body),
                     f"Host side of {name} on the GPU: over chunks of the batch, the row kernels (one thread "
@@ -753,58 +735,37 @@ def _staged_pass(L: Lowering, name: str, stages: list[Stmt | _RowStage], head: l
     return driver, kernels
 
 
-def _shared_block_sums(n: int, ft: str, partials: str) -> tuple[Line, Line]:
+def _shared_block_sums(n: int, ft: str, partials: str) -> tuple[list[Stmt], list[Stmt]]:
     """A GPU block's ``n`` sums in shared memory: the opening (allocate, zero together, barrier)
     and the closing (barrier, then the block's row of ``partials``). No thread may return
     between them: every thread must reach the barriers."""
-    each = f"for q in range(cuda.threadIdx.x, {n}, cuda.blockDim.x):\n"
-    return (Line(f"acc = cuda.shared.array({n}, {ft})\n{each}    acc[q] = 0\ncuda.syncthreads()",
-                 "the block's sums over its threads' rows, in shared memory"),
-            Line(f"cuda.syncthreads()\n{each}    {partials}[cuda.blockIdx.x, q] = acc[q]",
-                 "the block's sums: its row of partials"))
+    q, a0 = Affine.of("q"), sp.Symbol("a0", real=True)
+
+    def each(body: Compute) -> Loop:   # the block's threads share the slots out
+        return Loop("q", Affine.of(Builtin("thread")), Affine.of(n), (body,), step=Affine.of(Builtin("block_dim")))
+    return ([Alloc("acc", index(n), space="shared", comment="the block's sums over its threads' rows, in shared memory"),
+             each(Compute(Ref("acc", (q,)), sp.S.Zero)), Barrier()],
+            [Barrier("the block's sums: its row of partials"),
+             each(Compute(Ref(partials, (Affine.of(Builtin("block")), q)), a0, ((a0, Ref("acc", (q,))),)))])
 
 
-def _names_in(stmts: list[Stmt]) -> set[str]:
-    import re
-    text = []
-
-    def go(ss: list[Stmt] | tuple[Stmt, ...]) -> None:
-        for s in ss:
-            if isinstance(s, Compute):
-                text.append(str(s.target))
-                text.extend(str(r) for _, r in s.binds)
-                text.append(str(s.expr))
-            elif isinstance(s, Line):
-                text.append(s.text)
-            elif isinstance(s, Loop):
-                text.append(s.stop)
-                go(s.body)
-    go(stmts)
-    return set(re.findall(r"(?<![.\w])[A-Za-z_]\w*", " ".join(text)))   # not attributes (cuda.threadIdx.x)
+def _view(name: str, arr: str, offset: int, shape: tuple[int, ...], comment: str = "") -> View:
+    """``name = arr[offset:offset+size]``, reshaped to ``shape``."""
+    return View(name, arr, Affine.of(offset), Affine.of(offset + math.prod(shape)), shape, comment)
 
 
-def _defined_by(s: Stmt) -> set[str]:
-    if isinstance(s, Compute):
-        return {s.target.name}
-    if isinstance(s, Line):
-        return set(s.writes) | ({s.text.split("=")[0].strip()} if "=" in s.text else set())
-    return {n for b in s.body for n in _defined_by(b)} if isinstance(s, Loop) else set()
+def loop_vars(first: tuple[str, ...], stem: str, n: int) -> tuple[str, ...]:
+    """``n`` loop variables: the ``first`` ones, then ``stem`` numbered by position (any rank)."""
+    return tuple(first[k] if k < len(first) else f"{stem}{k}" for k in range(n))
 
 
-def _needed(phase_a: list[Stmt], *users: list[Stmt]) -> list[Stmt]:
-    """The statements of ``phase_a`` that the ``users`` need, directly or not."""
-    want = set().union(*(_names_in(u) for u in users))
-    keep = []
-    for s in reversed(phase_a):
-        if _defined_by(s) & want:
-            keep.append(s)
-            want |= _names_in([s])
-    return keep[::-1]
-
-
-def _view(arr: str, offset: int, shape: tuple[int, ...]) -> str:
-    size = 1
-    for d in shape:
-        size *= d
-    view = f"{arr}[{offset}:{offset + size}]"
-    return view + (f".reshape({shape})" if len(shape) > 1 else "")
+def c_order(offset: int, idx: tuple[str, ...], shape: tuple[int, ...]) -> Affine:
+    """The flat position ``offset + sum(idx[k] * stride[k])`` of an element, C order."""
+    pos, stride = Affine.of(offset), 1
+    terms = []
+    for var, d in reversed(list(zip(idx, shape))):
+        terms.append(Affine(((var, stride),)))
+        stride *= d
+    for t in terms[::-1]:
+        pos = pos + t
+    return pos

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
 
 import sympy as sp
 
-from .names import RESERVED
+from .names import RESERVED, is_reserved
 
 if TYPE_CHECKING:
     from .autodiff import Pullback, Pushforward
@@ -209,7 +209,7 @@ class Namer:
         if stem[0].isdigit():
             stem = "v_" + stem
         name, k = stem, 1
-        while name in self.taken:
+        while name in self.taken or is_reserved(name):
             k += 1
             name = f"{stem}_{k}"
         self.taken.add(name)

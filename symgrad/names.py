@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import re
 
-__all__ = ["CPU_RUNTIME", "CUDA_RUNTIME", "CUDA_TYPES", "KERNEL_LOCALS", "RESERVED"]
+__all__ = ["CPU_RUNTIME", "CUDA_RUNTIME", "CUDA_TYPES", "KERNEL_LOCALS", "LOOP_VARS", "RESERVED", "is_reserved"]
 
 #: what a generated CPU module imports from symgrad.runtime
 CPU_RUNTIME = ("add_into", "chunk_rows", "dot_nn", "dot_nt", "dot_tn", "dot_tt", "sigmoid", "softplus",
@@ -25,6 +26,15 @@ KERNEL_LOCALS = ("math", "np", "njit", "prange", "expm1", "theta", "v", "grad", 
                  "acc", "total", "chunk", "n_samples", "inv_n", "c", "c0", "c1", "r", "r0", "r1", "rows",
                  "i", "j", "k", "l", "m", "p", "q", "best", "best_at", "result", "reduce_partials", "blocks")
 
+#: loop variables the lowering generates past the named ones, for axes of any rank (i2, i3, ...
+#: over a value's axes, k4, k5, ... over an einsum's summed axes)
+LOOP_VARS = re.compile(r"[ik][0-9]+")
+
 #: no IR value is ever named one of these
 RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
     CPU_RUNTIME + CUDA_RUNTIME + CUDA_TYPES + KERNEL_LOCALS)
+
+
+def is_reserved(name: str) -> bool:
+    """Is ``name`` one the generated code uses for itself?"""
+    return name in RESERVED or LOOP_VARS.fullmatch(name) is not None

@@ -28,8 +28,16 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(tmp: Path, dtype: str) -> dict:
+def _env(tmp: Path) -> dict:
+    """The environment of a fresh process caching in ``tmp``: Numba's entries beside the source
+    (its __pycache__), whatever NUMBA_CACHE_DIR the suite runs under."""
     env = dict(os.environ, SYMGRAD_CACHE_DIR=str(tmp))
+    env.pop("NUMBA_CACHE_DIR", None)
+    return env
+
+
+def _run(tmp: Path, dtype: str) -> dict:
+    env = _env(tmp)
     out = subprocess.run([sys.executable, "-c", SCRIPT, dtype], env=env, capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -92,7 +100,7 @@ def test_a_damaged_numba_cache_entry_is_rebuilt_with_a_warning(tmp_path):
     process warns, rebuilds, and gets the same result; the rebuilt entry then loads."""
     first = _run(tmp_path, "64")
     pyc = tmp_path / "__pycache__"
-    env = dict(os.environ, SYMGRAD_CACHE_DIR=str(tmp_path))
+    env = _env(tmp_path)
     for damage in ("junk index", "truncated index", "junk machine code", "empty machine code"):
         files = sorted(pyc.glob("*.nbi" if "index" in damage else "*.nbc"))
         assert files, damage

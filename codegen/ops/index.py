@@ -9,7 +9,7 @@ import sympy as sp
 from symgrad.ir import Assign
 from symgrad.ops.index import ArgMax, Gather, Scatter
 
-from ..kernel_ir import Compute, Line, Ref, Stmt
+from ..kernel_ir import Affine, Compute, If, Let, Loop, Ref, Stmt, index
 from . import LoweringRule, register
 
 if TYPE_CHECKING:
@@ -22,28 +22,35 @@ def _thread_local(L: Lowering, name: str) -> bool:
 
 
 def emit_argmax(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
+    """``best`` and ``best_at`` scan the vector; the first largest element wins (a strict ``>``)."""
     x = a.args[0]
     src = L.store[x.name].name
-    lead = f"{row}, " if x.batched and not _thread_local(L, x.name) else ""
+    lead = (row,) if x.batched and not _thread_local(L, x.name) else ()
     best, at = L.name("best"), L.name("best_at")
-    dst = L.store[a.out.name].name if L.rows_are_local and a.out.batched else str(L.ref(a.out, (), row))
-    text = (f"{best} = {src}[{lead}0]\n{at} = 0\n"
-            f"for i in range(1, {x.shape[0]}):\n"
-            f"    if {src}[{lead}i] > {best}:\n"
-            f"        {best} = {src}[{lead}i]\n"
-            f"        {at} = i\n"
-            f"{dst} = {at}")
-    return [Line(text, f"{a.out.name} = argmax({x.name})", frozenset({src}),
-                 frozenset({L.store[a.out.name].name}))]
+    (i,) = L.index_vars(1)
+    el, b = sp.symbols("a0 a1", real=True)
+    dst = Ref(L.store[a.out.name].name) if L.rows_are_local and a.out.batched else L.ref(a.out, (), row)
+    assert isinstance(dst, Ref)
+    scan = Loop(i, Affine.of(1), Affine.of(x.shape[0]), (
+        If(sp.StrictGreaterThan(el, b), ((el, Ref(src, index(*lead, i))), (b, Ref(best))), (
+            Compute(Ref(best), el, ((el, Ref(src, index(*lead, i))),)), Let(at, Affine.of(i)))),))
+    return [Compute(Ref(best), el, ((el, Ref(src, index(*lead, 0))),), "=", f"{a.out.name} = argmax({x.name})"),
+            Let(at, Affine()), scan, Compute(dst, sp.Symbol(at))]
 
 
 def emit_gather(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
+    """``v[idx]``: the index is read into a scalar first, so the element's index is affine in it."""
     v, idx = a.args
-    local = idx.batched and _thread_local(L, idx.name)
-    q = Ref(L.store[idx.name].name) if local else L.ref(idx, (), row)
     s = sp.Symbol("a0", real=True)
+    if idx.batched and _thread_local(L, idx.name):
+        at, pre = L.store[idx.name].name, []
+    else:
+        q = L.ref(idx, (), row)
+        assert isinstance(q, Ref)
+        at = L.name(f"{idx.name}_at")
+        pre = [Compute(Ref(at), s, ((s, q),))]
     tgt, o = L.target(a, (), row)
-    return [Compute(tgt, s, ((s, L.ref(v, (str(q),), row)),), o, f"{a.out.name} = {v.name}[{idx.name}]")]
+    return pre + [Compute(tgt, s, ((s, L.ref(v, (at,), row)),), o, f"{a.out.name} = {v.name}[{idx.name}]")]
 
 
 def emit_scatter(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
