@@ -1,15 +1,27 @@
-"""Code targets as objects: each owns its thresholds, capacity limits and emitter.
+"""Code targets as objects: each owns its thresholds, capacity limits, emitter and backend.
 
-The shared lowering asks its target instead of reading module globals, so a
-test (or a user tuning for a GPU) configures a target:
+A :class:`Target` is configuration (frozen); for one lowering it hands out a
+:class:`Backend`, the object that decides everything the target does
+differently (how arrays are held, whether a product is a library call, how a
+fused row loop becomes code, the kernels of the finishing pass). The shared
+lowering asks it instead of testing target names, and a test (or a user
+tuning for a GPU) configures a target instead of patching module globals:
 ``sg.compile(loss, backend=dataclasses.replace(CUDA, gemm_min_work_per_row=16))``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-__all__ = ["Target", "CPU", "CUDA", "TARGETS", "target_of"]
+import sympy as sp
+
+if TYPE_CHECKING:
+    from symgrad.ir import Assign, Value
+
+    from .kernel_ir import Alloc, Kernel, Ref, Stmt
+    from .lower import Lowering
+
+__all__ = ["Target", "Backend", "CPU", "CUDA", "TARGETS", "target_of"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,68 @@ class Target:
             return emit_cuda_module
         from .emit_cpu import emit_module
         return emit_module
+
+    def backend(self, L: Lowering) -> Backend:
+        """This target's backend for lowering ``L`` (the CUDA target picks a fused or a staged
+        pass here, from the program's layers and sums)."""
+        if self.name == "cuda":
+            from .target_cuda import choose
+            return choose(self, L)
+        from .target_cpu import CpuBackend
+        return CpuBackend(self)
+
+
+class Backend:
+    """What a target does differently, for one lowering (it may keep state, e.g. a staged pass's
+    device arrays). Every hook is called by the shared passes."""
+
+    #: fusion keeps costly functions out of loops that cannot vectorize (a GPU thread runs scalar
+    #: code, where every merge saves memory)
+    vector = True
+    #: each thread keeps its current row of a per-sample value in local arrays (the row index dropped)
+    rows_are_local = False
+    #: per-sample outputs are written inside the fused row loop (else in loops of their own)
+    row_sinks_in_loop = False
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    def alloc(self, L: Lowering, v: Value, rows: str | None, name: str) -> Alloc | None:
+        """The allocation of ``v``'s array ``name`` (``rows``: the chunk's row count if batched)."""
+        raise NotImplementedError
+
+    def gemm(self, L: Lowering, a: Assign) -> list[Stmt] | None:
+        """The contraction ``a`` as a library call over the chunk, or None to lower it as loops."""
+        raise NotImplementedError
+
+    def close_rows(self, L: Lowering, fused: list[Stmt], kept: list[Value], local: set[str],
+                   opaque: set[str]) -> list:
+        """A fused row-loop body as the statements (or a staged pass's row stage) of phase B;
+        ``kept`` are the values it still holds in arrays, ``local`` the names no statement outside
+        the group reads, ``opaque`` those a non-scalar statement touches."""
+        raise NotImplementedError
+
+    def result(self, expr: sp.Expr, binds: tuple[tuple[sp.Symbol, Ref], ...], key: str) -> Stmt:
+        """The statement that hands the objective back."""
+        raise NotImplementedError
+
+    def copied_sinks(self, L: Lowering) -> list:
+        """Flat sinks whose values the chunk kernels deliver themselves (not the finish kernel)."""
+        return []
+
+    def chunk_kernels(self, L: Lowering, copied: list) -> tuple[Kernel, tuple[Kernel, ...], bool]:
+        """The kernels of phase B: (the chunk kernel, a staged pass's row kernels, whether
+        partials has one row per GPU block)."""
+        raise NotImplementedError
+
+    def reduction(self) -> list[Stmt]:
+        """The finish kernel's statements adding the chunks' partial sums into ``total``."""
+        return []
+
+    #: the finish kernel's argument holding the sums ("partials" on the CPU, "total" on a GPU)
+    sums_param = "partials"
+    #: the finish kernel's argument the objective is written into (None: it is returned)
+    result_param: str | None = None
 
 
 CPU = Target("cpu")

@@ -1,9 +1,9 @@
-"""Loop fusion inside a chunk's row loop (codegen.fusion), on hand-built kernel IR."""
+"""Loop fusion inside a chunk's row loop (codegen.passes.fusion), on hand-built kernel IR."""
 from __future__ import annotations
 
 import sympy as sp
 
-from codegen.fusion import drop_row_index, fuse_row_body
+from codegen.passes.fusion import drop_row_index, fuse_row_body
 from codegen.kernel_ir import Affine, Compute, Loop, Ref, index
 
 a0, a1 = sp.symbols("a0 a1", real=True)

@@ -1,0 +1,80 @@
+"""The CPU backend: per-chunk functions run in threads by symgrad.runner.
+
+Arrays live on the heap, one row per sample of the chunk; a contraction big
+enough to pay for a call is one BLAS product over the chunk (the
+``symgrad.runtime`` helpers, compiled once per machine); each fused row loop
+is a loop over the chunk's rows; chunk c adds its sums into its own row of
+``partials``, which the finish kernel adds up in chunk order (``sum_rows``).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import sympy as sp
+
+from symgrad.runtime import BLAS_HELPERS
+
+from .kernel_ir import Affine, Alloc, Call, CallExpr, Kernel, Let, Loop, Ref, Return, Stmt, index
+from .lower import Lowering
+from .passes.finishing import chunk_prelude
+from .targets import Backend
+
+if TYPE_CHECKING:
+    from symgrad.ir import Assign, Value
+
+__all__ = ["CpuBackend"]
+
+
+class CpuBackend(Backend):
+    """See the module docstring."""
+
+    def alloc(self, L: Lowering, v: Value, rows: str | None, name: str) -> Alloc:
+        dims = ((rows,) if v.batched and rows else ()) + v.shape
+        return Alloc(name, index(*dims), "int64" if v.kind == "index" else "float")
+
+    def gemm(self, L: Lowering, a: Assign) -> list[Stmt] | None:
+        plan = L.gemm_plan(a, False)
+        if plan is None:
+            return None
+        first, t1, second, t2 = plan
+        st = L.store[a.out.name]
+        comment = f"{a.out.name} = einsum('{a.op.spec}', {a.args[0].name}, {a.args[1].name})"
+        helper = BLAS_HELPERS[(t1, t2)]   # symgrad.runtime: compiled once per machine
+        if st.kind != "acc":
+            alloc = L.alloc(a.out, "rows" if a.out.batched else None)
+            assert alloc is not None
+            return [replace(alloc, comment=comment), Call(helper, (first, second, st.name), frozenset({st.name}))]
+        acc = f"{st.name}_acc"
+        if a.out.name not in L.alias and a.out.name not in L.alias.values():
+            # the only term of this batch sum in the chunk: BLAS writes it in place
+            return [Call(helper, (first, second, acc), frozenset({acc}), comment)]
+        term = L.name(f"{a.out.name}_term")   # one of several terms: computed, then added
+        alloc = L.alloc(a.out, None, term)
+        assert alloc is not None
+        return [replace(alloc, comment=comment), Call(helper, (first, second, term), frozenset({term})),
+                Call("add_into", (acc, term), frozenset({acc}))]
+
+    def close_rows(self, L: Lowering, fused: list[Stmt], kept: list[Value], local: set[str],
+                   opaque: set[str]) -> list:
+        allocs = [L.alloc(v, "rows") for v in kept]
+        return [a for a in allocs if a is not None] + [Loop("r", Affine(), Affine.of("rows"), tuple(fused))]
+
+    def result(self, expr: sp.Expr, binds: tuple[tuple[sp.Symbol, Ref], ...], key: str) -> Stmt:
+        return Return(expr, binds, key)
+
+    def chunk_kernels(self, L: Lowering, copied: list) -> tuple[Kernel, tuple[Kernel, ...], bool]:
+        pre = chunk_prelude(L, per_chunk_sums=bool(L.n_acc))
+        rows_out = list(dict.fromkeys(s.array for s, _ in L.sink_rows))
+        body = L.head + L.phase_a + [
+            Let("chunk", CallExpr("chunk_rows", ("n_samples", L.n_acc)),
+                "rows per chunk: depends on N and the accumulator size, never on threads"),
+            Loop("c", Affine.of("c0"), Affine.of("c1"), tuple(pre + L.chunk_body))]
+        doc = (f"Chunks c0..c1 of {L.kernel_name}, all its per-sample work fused; chunk c writes its "
+               "sums to partials[c] and nothing else, so chunks may run in parallel.")
+        params = L.inputs + rows_out + ["partials", "c0", "c1"]
+        return Kernel(f"{L.kernel_name}_chunks", tuple(params), tuple(body), doc), (), False
+
+    def reduction(self) -> list[Stmt]:
+        return [Let("total", CallExpr("sum_rows", ("partials",)),
+                    "chunk sums added in chunk order: reproducible for any thread count")]
