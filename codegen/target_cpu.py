@@ -78,3 +78,4 @@ class CpuBackend(Backend):
     def reduction(self) -> list[Stmt]:
         return [Let("total", CallExpr("sum_rows", ("partials",)),
                     "chunk sums added in chunk order: reproducible for any thread count")]
+

@@ -240,7 +240,8 @@ class Model(Inspection):
         from codegen.cache import flush_numba_cache, numba_cache_failed
         t0 = time.perf_counter()
         # the compiled kernels (a staged kind's driver is plain Python; its row kernels count)
-        fns = [f for f in (runner.chunks, runner.finish, *getattr(runner, "stages", ())) if hasattr(f, "stats")]
+        module = self._group(KIND_SPECS[kind].group).module
+        fns = [f for f in (getattr(module, k.name) for k in self._lowered(kind).kernels) if hasattr(f, "stats")]
         try:
             res = runner(n, lead, rows_out, flat_out)
         except Exception as e:   # a damaged Numba cache entry is rebuilt, never fatal

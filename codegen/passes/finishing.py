@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 from symgrad.ir import IRError
 
-from ..kernel_ir import Affine, Fill, Kernel, Let, Min, Mul, Stmt, View, needed
+import sympy as sp
+
+from ..kernel_ir import Affine, Compute, Fill, Kernel, Let, Loop, Min, Mul, Ref, Stmt, View, needed
 from .emission import sink_stmt, unbatched_phase
 
 if TYPE_CHECKING:
-    from ..lower import Lowering
+    from ..lower import Lowering, Sink
 
 __all__ = ["run", "chunk_prelude"]
 
@@ -52,7 +54,7 @@ def run(L: Lowering) -> None:
                 L.store[a.out.name] = Store("scalar", st.name)
     phase_c = unbatched_phase(L, "C")
     outs = [s for s in sinks if s.kind in ("flat", "return")]
-    tail = phase_c + [sink_stmt(L, s, program.output(s.key)) for s in outs if s.kind == "flat" and s not in copied] \
+    tail = phase_c + _flat_sinks(L, [s for s in outs if s.kind == "flat" and s not in copied]) \
         + [sink_stmt(L, s, program.output(s.key)) for s in outs if s.kind == "return"]
     # only the views and phase-A values the finish reads (a gradient sum goes to grad as a flat slice)
     phase_a, head = L.phase_a, L.head
@@ -67,3 +69,35 @@ def run(L: Lowering) -> None:
         params.append(B.result_param)
     fin = Kernel(L.kernel_name, tuple(dict.fromkeys(params)), tuple(finish), L.doc)
     L.result = Lowered(chunks, fin, L.n_acc, block_sums and chunks is not None, tuple(stages))
+
+
+def _flat_sinks(L: Lowering, sinks: list[Sink]) -> list[Stmt]:
+    """The flat outputs' statements; consecutive blocks that are consecutive slots of total (the
+    storage pass places them so) are copied by one loop."""
+    out: list[Stmt] = []
+    run: list[tuple[Sink, int]] = []   # (sink, its first slot in total)
+
+    def close() -> None:
+        if len(run) == 1:
+            out.append(sink_stmt(L, run[0][0], L.program.output(run[0][0].key)))
+        elif run:
+            (s0, slot0), (s1, _) = run[0], run[-1]
+            n = s1.offset + s1.size - s0.offset
+            a0 = sp.Symbol("a0", real=True)
+            out.append(Loop("q", Affine(), Affine.of(n), (Compute(
+                Ref(s0.array, (Affine.of(s0.offset) + "q",)), a0, ((a0, Ref("total", (Affine.of(slot0) + "q",))),)),),
+                f"{s0.key} .. {s1.key}: their sums, in order"))
+        run.clear()
+    for s in sinks:
+        v = L.program.output(s.key)
+        st = L.store[v.name]
+        if st.kind == "acc" and v.shape:
+            if run and not (run[-1][0].array == s.array and run[-1][0].offset + run[-1][0].size == s.offset
+                            and run[-1][1] + run[-1][0].size == st.acc_slot):
+                close()
+            run.append((s, st.acc_slot))
+            continue
+        close()
+        out.append(sink_stmt(L, s, v))
+    close()
+    return out
