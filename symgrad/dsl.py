@@ -22,6 +22,7 @@ from .ops.einsum import LETTERS, Einsum
 from .ops.elementwise import Elementwise, ScalarFn
 from .ops.index import ArgMax, Gather, Scatter
 from .ops.leaf import Leaf
+from .ops.split import Scored
 
 __all__ = [
     "Tensor", "GraphError", "input", "target", "labels", "param", "dense", "elementwise",
@@ -61,12 +62,12 @@ class Tensor:
     argument nodes. ``shape``, ``batched`` and ``kind`` (real or index) come from the op's
     type rule, checked when the node is built.
 
-    ``head`` is set on the result of a built-in loss: the prediction it scores,
-    where the Gauss-Newton product splits network from loss (``logits`` on a
-    log_softmax result, so nll can split at the logits).
+    A built-in loss is a :class:`~symgrad.ops.split.Scored` node naming the
+    prediction it scores, where the Gauss-Newton product splits network from
+    loss; ``logits`` on a log_softmax result lets nll split at the logits.
     """
 
-    __slots__ = ("op", "args", "shape", "batched", "kind", "name", "serial", "head", "logits")
+    __slots__ = ("op", "args", "shape", "batched", "kind", "name", "serial", "logits")
     __array_priority__ = 1000  # make numpy scalars defer to our operators
 
     def __init__(self, op: Op, args: tuple[Tensor, ...], name: str) -> None:
@@ -76,7 +77,6 @@ class Tensor:
             raise GraphError(f"node {name!r}: {e}") from e
         self.op, self.args, self.name = op, args, name
         self.serial = next(_SERIAL)  # creation order: parameters are laid out in it
-        self.head: Tensor | None = None
         self.logits: Tensor | None = None
 
     def __repr__(self) -> str:
@@ -428,9 +428,8 @@ def one_hot(y: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- losses
 
 def _loss(t: Tensor, prediction: Tensor) -> Tensor:
-    """Mark ``t`` as a loss of ``prediction`` (the Gauss-Newton split point)."""
-    t.head = prediction
-    return t
+    """``t`` as a loss of ``prediction``: the Gauss-Newton split point, recorded in the IR."""
+    return Tensor(Scored(), (t, prediction), t.name)
 
 
 def _same(o: Tensor, t: Tensor, what: str) -> None:

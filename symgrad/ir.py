@@ -118,9 +118,11 @@ class Op:
         """The assignment as a line of the derivation a user reads."""
         return f"{a.out.name} = {type(self).__name__}({', '.join(x.name for x in a.args)})"
 
-    def mean_through(self, b: Builder, means: Callable[[], tuple[Value, ...]], note: str) -> Value | None:
-        """The op applied to the batch means of its arguments (``means()`` builds them), where
-        the mean over the batch commutes with the op; None where it does not."""
+    def mean_through(self, b: Builder, means: Callable[[int], Value], values: Callable[[int], Value],
+                     note: str) -> Value | None:
+        """The op applied to the batch means of its arguments (``means(k)`` builds argument k's,
+        ``values(k)`` its per-sample value), where the mean over the batch commutes with the
+        op; None where it does not."""
         return None
 
     def is_leaf(self) -> bool:
@@ -229,6 +231,13 @@ class Builder:
     fresh: Namer = field(default_factory=Namer)
     _memo: dict[tuple, Value] = field(default_factory=dict)
     _consts: dict[str, sp.Expr] = field(default_factory=dict)
+    #: the predictions built-in losses score (Gauss-Newton split points), in order of first mark
+    splits: list[Value] = field(default_factory=list)
+
+    def mark_split(self, v: Value) -> None:
+        """Record ``v`` as a prediction a loss scores (:class:`symgrad.ops.split.Scored`)."""
+        if v not in self.splits:
+            self.splits.append(v)
 
     def adopt(self, assign: Assign) -> None:
         """Append an existing assignment (copying a program into a new builder)."""

@@ -70,12 +70,6 @@ def _leaves(roots: list[Tensor]) -> list[Tensor]:
     return [t for t in _nodes(roots) if t.op.is_leaf()]
 
 
-def _heads(loss: Tensor) -> list[Tensor]:
-    """Predictions scored by built-in losses in ``loss``'s graph, in creation order."""
-    heads = {id(t.head): t.head for t in _nodes([loss]) if t.head is not None}
-    return sorted(heads.values(), key=lambda t: t.serial)
-
-
 def _signature(loss: Tensor, output: Tensor | None) -> Signature:
     leaves = _leaves([loss] + ([output] if output is not None else []))
     by_name: dict[str, Tensor] = {}
@@ -121,7 +115,7 @@ class _Emitter:
         """mean over the batch of ``t``, pushed through affine elementwise nodes."""
         if not t.batched:
             return self.emit(t)
-        pushed = t.op.mean_through(self.b, lambda: tuple(self.objective(a) for a in t.args),
+        pushed = t.op.mean_through(self.b, lambda k: self.objective(t.args[k]), lambda k: self.emit(t.args[k]),
                                    note=f"mean of {t.name}")
         if pushed is not None:
             return pushed
@@ -148,9 +142,12 @@ def build_forward(loss: Tensor, output: Tensor | None = None) -> Forward:
     for t in _leaves(roots):
         em.emit(t)
     outputs = [("objective", em.objective(loss))]
+    # the predictions built-in losses score, as the builder recorded them, in program order
+    order = {a.out.name: k for k, a in enumerate(em.b.body)}
+    splits = sorted(em.b.splits, key=lambda v: order[v.name])
     if output is not None:
         out = em.emit(output)
         outputs.append(("output", out))
-    splits = _heads(loss) or ([output] if output is not None else [])
-    outputs += [(f"split:{k}", em.emit(t)) for k, t in enumerate(splits)]
+        splits = splits or [out]
+    outputs += [(f"split:{k}", v) for k, v in enumerate(splits)]
     return Forward(em.b.program(tuple(outputs)), sig, em.b.requested)

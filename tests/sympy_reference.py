@@ -44,7 +44,7 @@ def _walk(t: Tensor, env: dict, memo: dict):
     elif kind == "Scatter":
         x, idx = args
         val = np.array([x[()] if j == int(idx[()]) else sp.S.Zero for j in range(t.op.size)], dtype=object)
-    elif kind == "Detach":
+    elif kind in ("Detach", "Scored"):   # Scored: a loss, marking the prediction it scores
         val = args[0]
     else:
         raise ValueError(kind)

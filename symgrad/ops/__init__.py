@@ -12,6 +12,8 @@ in the matching module of :mod:`codegen.ops`.
 - :mod:`.einsum`: every linear contraction (products, sums, broadcasts).
 - :mod:`.index`: argmax, gather and scatter (max, class labels, their adjoints).
 - :mod:`.detach`: identity without derivative.
+- :mod:`.split`: a loss marking the prediction it scores (the Gauss-Newton split point); it
+  leaves no node in a program, so it has no lowering.
 
 The names below are re-exported for convenience; the pipeline imports each
 family from its own module, so a new family needs no edit here.

@@ -185,13 +185,14 @@ class Elementwise(Op):
         sub = {s: sp.Symbol(x.name + _index(x.shape, x.batched)) for s, x in zip(syms, a.args)}
         return f"{out.name}{_index(out.shape, out.batched)} = {sp.sstr(self.fn.expr.xreplace(sub))}"
 
-    def mean_through(self, b: Builder, means: Callable[[], tuple[Value, ...]], note: str) -> Value | None:
+    def mean_through(self, b: Builder, means: Callable[[int], Value], values: Callable[[int], Value],
+                     note: str) -> Value | None:
         """An affine expression with constant coefficients commutes with the mean over the batch:
         a penalty added to the loss is then not summed N times and divided by N again."""
         syms = arg_symbols(self.fn.arity)
         if any(sp.diff(self.fn.expr, s).free_symbols for s in syms):
             return None
-        return elementwise(b, "objective", self.fn.expr, means(), note=note)
+        return elementwise(b, "objective", self.fn.expr, tuple(means(k) for k in range(len(syms))), note=note)
 
 
 @lru_cache(maxsize=1024)

@@ -161,3 +161,23 @@ def test_an_op_without_a_rule_is_named():
     with pytest.raises(IRError, match="no lowering rule for IR op Half"):
         rule_for(Half())
     assert h.shape == (3,)
+
+
+def test_a_loss_records_its_split_point_in_the_builder_and_leaves_no_node():
+    """Scored (symgrad/ops/split.py): each built-in loss marks the prediction it scores; the
+    forward program's split:* outputs are those values, and no Scored op is in the program."""
+    from symgrad.ops.split import Scored
+    x, t, y = sg.input("x", 3), sg.target("t", 2), sg.labels("y", 4)
+    a = sg.dense(x, 2, name="a")
+    c = sg.dense(x, 4, name="c")
+    loss = sg.mse(a, t) + 0.5 * sg.softmax_cross_entropy(c, y)
+    assert isinstance(loss.args[0].op, Scored)
+    fwd = build_forward(loss, output=a)
+    splits = [v for k, v in fwd.program.outputs if k.startswith("split:")]
+    assert len(splits) == 2 and splits[0] == fwd.program.output("output")   # a, then c
+    made = {a_.out.name: a_ for a_ in fwd.program.body}
+    assert made[splits[1].name].out.shape == (4,) and made[splits[1].name].out.batched
+    assert not any(isinstance(x.op, Scored) for x in fwd.program.body)
+    # without a built-in loss, the output is the split point
+    plain = build_forward(sg.sum(sg.square(a - t)), output=a)
+    assert [v for k, v in plain.program.outputs if k.startswith("split:")] == [plain.program.output("output")]
