@@ -13,12 +13,12 @@ index, its block) are :class:`Builtin` names the target's emitter spells.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Union
 
 import sympy as sp
 
-__all__ = ["Builtin", "Affine", "Index", "Ref", "Dim", "Min", "Mul", "CallExpr", "Reciprocal", "Literal",
+__all__ = ["Builtin", "Affine", "Index", "index", "Ref", "Dim", "Min", "Mul", "CallExpr", "Reciprocal", "Literal",
            "Window", "Arg", "Expr", "Compute", "Loop", "Let", "Alloc", "View", "Call", "Fill", "If",
            "Return", "Barrier", "Launch", "Stmt", "Kernel", "walk_refs", "uses", "defines", "needed"]
 

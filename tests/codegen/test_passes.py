@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 import symgrad as sg
-from codegen.kernel_ir import Call, Compute, Loop, walk_refs
+from codegen.kernel_ir import Call, Loop, walk_refs
 from codegen.lower import PASSES
 from codegen.targets import CPU, CUDA
 from codegen.target_cpu import CpuBackend
