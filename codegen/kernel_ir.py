@@ -356,7 +356,7 @@ def uses(stmts: list[Stmt] | tuple[Stmt, ...]) -> set[str]:
             out |= _sym_names(s.expr, s.binds) | set().union(*(i.names() for i in s.target.index))
             out |= {s.target.name} if s.target.index or s.op != "=" else set()
         elif isinstance(s, Loop):
-            out |= s.start.names() | s.stop.names() | s.step.names() | uses(s.body)
+            out |= s.start.names() | s.stop.names() | s.step.names() | (uses(s.body) - {s.var})
         elif isinstance(s, If):
             out |= _sym_names(s.test, s.binds) | uses(s.body)
         elif isinstance(s, Let):
@@ -387,7 +387,7 @@ def defines(s: Stmt) -> set[str]:
     if isinstance(s, Fill):
         return {s.array}
     if isinstance(s, Loop):
-        return {s.var}.union(*(defines(b) for b in s.body))
+        return set().union(*(defines(b) for b in s.body)) - {s.var}   # its variable is its own
     if isinstance(s, If):
         return set().union(*(defines(b) for b in s.body))
     return set()

@@ -54,8 +54,10 @@ def test_affine_printing() -> None:
 def test_uses_and_defines_are_structural() -> None:
     loop = Loop("i", Affine(), Affine.of("n"), (
         Compute(Ref("h", index("r", Affine.of("i") + "off")), sp.tanh(a0), ((a0, Ref("z", index("r", "i"))),)),))
-    assert uses([loop]) == {"n", "h", "r", "i", "off", "z"}
-    assert defines(loop) == {"i", "h"}
+    assert uses([loop]) == {"n", "h", "r", "off", "z"}   # the loop variable is the loop's own
+    assert defines(loop) == {"h"}
+    other = Loop("i", Affine(), Affine.of(3), (Compute(Ref("g", index("i")), a0, ((a0, Ref("w", index("i"))),)),))
+    assert needed([other], [loop]) == []     # two loops over i share no name through it
     call = Call("dot_nt", ("x", "W", "z"), frozenset({"z"}))
     assert uses([call]) == {"x", "W", "z"} and defines(call) == {"z"}
     let = Let("chunk", CallExpr("chunk_rows", ("n_samples", 12)))
