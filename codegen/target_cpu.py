@@ -17,6 +17,7 @@ from symgrad.runtime import BLAS_HELPERS
 
 from .kernel_ir import Affine, Alloc, Call, CallExpr, Kernel, Let, Loop, Ref, Return, Stmt, index
 from .lower import Lowering
+from .ops.einsum import provenance
 from .passes.finishing import chunk_prelude
 from .targets import Backend
 
@@ -39,7 +40,7 @@ class CpuBackend(Backend):
             return None
         first, t1, second, t2 = plan
         st = L.store[a.out.name]
-        comment = f"{a.out.name} = einsum('{a.op.spec}', {a.args[0].name}, {a.args[1].name})"
+        comment = provenance(a)
         helper = BLAS_HELPERS[(t1, t2)]   # symgrad.runtime: compiled once per machine
         if st.kind != "acc":
             alloc = L.alloc(a.out, "rows" if a.out.batched else None)

@@ -25,6 +25,7 @@ from symgrad.ir import IRError, Value
 from .kernel_ir import (Affine, Alloc, Barrier, Builtin, Call, CallExpr, Compute, If, Kernel, Launch, Let, Literal,
                         Loop, Min, Ref, Return, Stmt, View, Window, index, needed, uses, walk_refs)
 from .lower import Lowering, Sink, flat_view
+from .ops.einsum import provenance
 from .passes.finishing import chunk_prelude
 from .passes.fusion import drop_row_index, reindex
 from .targets import Backend, Target
@@ -35,10 +36,14 @@ if TYPE_CHECKING:
 __all__ = ["CudaFused", "CudaStaged", "choose"]
 
 
+def _itemsize(float_type: str) -> int:
+    return 8 if float_type == "float64" else 4
+
+
 def choose(target: Target, L: Lowering) -> Backend:
     """Staged when a phase-B contraction is GEMM-sized per sample or the sums outgrow a block's
     shared memory; fused otherwise."""
-    itemsize = 8 if L.ft == "float64" else 4
+    itemsize = _itemsize(L.ft)
     if L.n_acc * itemsize > target.shared_acc_bytes or any(
             L.phase[a.out.name] == "B" and L.gemm_plan(a, True) is not None for a in L.assigns):
         return CudaStaged(target)
@@ -84,7 +89,7 @@ class CudaFused(Backend):
         return Compute(Ref("result", index(0)), expr, binds, "=", key)
 
     def chunk_kernels(self, L: Lowering, copied: list) -> tuple[Kernel, tuple[Kernel, ...], bool]:
-        itemsize = 8 if L.ft == "float64" else 4
+        itemsize = _itemsize(L.ft)
         block_sums = 0 < L.n_acc * itemsize <= self.target.shared_acc_bytes
         pre = chunk_prelude(L, per_chunk_sums=False)
         rows_out = list(dict.fromkeys(s.array for s, _ in L.sink_rows))
@@ -131,7 +136,7 @@ class CudaStaged(CudaFused):
             return None
         first, t1, second, t2 = plan
         st = L.store[a.out.name]
-        comment = f"{a.out.name} = einsum('{a.op.spec}', {a.args[0].name}, {a.args[1].name})"
+        comment = provenance(a)
         out = f"{st.name}_acc" if st.kind == "acc" else st.name   # every term of a batch sum adds into total
         if st.kind == "acc":
             self.gemm_sums.add(out)
@@ -190,7 +195,7 @@ def _staged_pass(L: Lowering, B: CudaStaged, copies: list[tuple[Sink, int]]) -> 
     flat, sink_rows = list(L.flat_leaves.values()), L.sink_rows
     out_arrays = list(dict.fromkeys(s.array for s in L.sinks if s.kind != "return"))
     flat_out = [a for a in out_arrays if a not in [s.array for s, _ in sink_rows]]
-    itemsize = 8 if ft == "float64" else 4
+    itemsize = _itemsize(ft)
     views = L.acc_views()
     slices = L.chunk_slices()
     types = dict.fromkeys(flat, "f1") | {"r0": "i", "r1": "i"}

@@ -10,6 +10,7 @@ tuning for a GPU) configures a target instead of patching module globals:
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -68,7 +69,7 @@ class Target:
         return CpuBackend(self)
 
 
-class Backend:
+class Backend(ABC):
     """What a target does differently, for one lowering (it may keep state, e.g. a staged pass's
     device arrays). Every hook is called by the shared passes."""
 
@@ -83,33 +84,33 @@ class Backend:
     def __init__(self, target: Target) -> None:
         self.target = target
 
+    @abstractmethod
     def alloc(self, L: Lowering, v: Value, rows: str | None, name: str) -> Alloc | None:
         """The allocation of ``v``'s array ``name`` (``rows``: the chunk's row count if batched)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def gemm(self, L: Lowering, a: Assign) -> list[Stmt] | None:
         """The contraction ``a`` as a library call over the chunk, or None to lower it as loops."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close_rows(self, L: Lowering, fused: list[Stmt], kept: list[Value], local: set[str],
                    opaque: set[str]) -> list:
         """A fused row-loop body as the statements (or a staged pass's row stage) of phase B;
         ``kept`` are the values it still holds in arrays, ``local`` the names no statement outside
         the group reads, ``opaque`` those a non-scalar statement touches."""
-        raise NotImplementedError
 
+    @abstractmethod
     def result(self, expr: sp.Expr, binds: tuple[tuple[sp.Symbol, Ref], ...], key: str) -> Stmt:
         """The statement that hands the objective back."""
-        raise NotImplementedError
 
     def copied_sinks(self, L: Lowering) -> list:
         """Flat sinks whose values the chunk kernels deliver themselves (not the finish kernel)."""
         return []
 
+    @abstractmethod
     def chunk_kernels(self, L: Lowering, copied: list) -> tuple[Kernel, tuple[Kernel, ...], bool]:
         """The kernels of phase B: (the chunk kernel, a staged pass's row kernels, whether
         partials has one row per GPU block)."""
-        raise NotImplementedError
 
     def reduction(self) -> list[Stmt]:
         """The finish kernel's statements adding the chunks' partial sums into ``total``."""

@@ -34,7 +34,7 @@ def emit(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
     expr, binds = L.bind(prod, a.args, idx_of, row)
     out_idx = tuple(var[ch] for ch in out_l)
     tgt, op = L.target(a, out_idx, row)
-    comment = f"{a.out.name} = einsum('{a.op.spec}', {', '.join(x.name for x in a.args)})"
+    comment = provenance(a)
     if red_l:
         inner = L.loops(tuple(sizes[ch] for ch in red_l), tuple(var[ch] for ch in red_l),
                         [Compute(tgt, expr, binds, "+=", comment)])
@@ -42,6 +42,11 @@ def emit(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
     else:
         body = [Compute(tgt, expr, binds, op, comment)]
     return L.loops(tuple(sizes[ch] for ch in out_l), out_idx, body)
+
+
+def provenance(a: Assign) -> str:
+    """The comment a contraction's generated code carries: the einsum it came from."""
+    return f"{a.out.name} = einsum('{a.op.spec}', {', '.join(x.name for x in a.args)})"
 
 
 def gemm_plan(L: Lowering, a: Assign, per_row: bool) -> tuple[str, bool, str, bool] | None:

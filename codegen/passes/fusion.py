@@ -8,8 +8,8 @@ touched inside one merged loop (or is a per-row scalar) becomes a local
 scalar instead of an array: it never goes to memory.
 
 On the CPU one merge is refused: a loop that calls a costly function (tanh,
-exp, log, ...) is not merged with one that holds an inner loop (a short
-contraction). LLVM vectorizes a flat loop of calls to the libm-free helpers,
+exp, log, ...) is not merged with one that holds an inner loop (a reduction
+or contraction left as loops; products are BLAS calls there). LLVM vectorizes a flat loop of calls to the libm-free helpers,
 but not a loop with a reduction nested in it: W1's first layer (``x @ W.T``
 over 2 features, then tanh) took 650 µs fused and 400 µs split.
 """
