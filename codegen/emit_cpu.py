@@ -10,10 +10,11 @@ from typing import Callable
 
 import sympy as sp
 
-from symgrad.names import CPU_RUNTIME
+from symgrad.names import CPU_RUNTIME, LOOP_FUNCTIONS
 
 from .kernel_ir import (Affine, Alloc, Arg, Barrier, Builtin, Call, CallExpr, Compute, Dim, Expr, Fill, If, Kernel,
                         Let, Literal, Loop, Min, Mul, Ref, Return, Stmt, View, Launch)
+from .outline import outline
 from .printer import NumbaPrinter
 
 __all__ = ["StmtPrinter", "emit_module", "emit_kernel", "emit_function", "emit_kernels", "import_line"]
@@ -106,6 +107,16 @@ class StmtPrinter:
         dt = "np.int64" if s.dtype == "int64" else f"np.{self.exprs.float_type}"
         return f"{s.name} = np.empty({self.shape(s.shape)}, dtype={dt})"
 
+    def view(self, s: View) -> str:
+        """A view's value: an element (row) of ``base``, its rows start..stop, or (``shape`` given,
+        ``base`` flat) the runtime's ``view`` intrinsic, which costs a third of a slice and a
+        ``reshape`` to compile."""
+        if s.stop is None:
+            return f"{s.base}[{self.affine(s.start)}]"
+        if s.shape is None:
+            return f"{s.base}[{self.affine(s.start)}:{self.affine(s.stop)}]"
+        return f"view({s.base}, {self.affine(s.start)}, {tuple(s.shape)!r})"
+
     def scalar(self, expr: sp.Expr, binds: tuple) -> str:
         return self.exprs.doprint_expr(expr.xreplace({sym: sp.Symbol(self.ref(r), real=True) for sym, r in binds}))
 
@@ -138,11 +149,7 @@ class StmtPrinter:
         elif isinstance(s, Alloc):
             out.append(pad + self.alloc(s))
         elif isinstance(s, View):
-            if s.stop is None:
-                out.append(f"{pad}{s.name} = {s.base}[{self.affine(s.start)}]")
-            else:
-                view = f"{s.base}[{self.affine(s.start)}:{self.affine(s.stop)}]"
-                out.append(f"{pad}{s.name} = {view}" + (f".reshape({s.shape})" if s.shape and len(s.shape) > 1 else ""))
+            out.append(f"{pad}{s.name} = {self.view(s)}")
         elif isinstance(s, Call):
             args = [self.arg(a) for a in s.args]
             out.append(f"{pad}{args[0]}.{s.fn}({', '.join(args[1:])})" if s.method
@@ -199,13 +206,16 @@ def emit_kernels(head: str, kernels: list[Kernel], emit: Callable[[Kernel], str]
 
 
 def emit_kernel(k: Kernel, float_type: str, fastmath: bool) -> str:
-    flags = f"cache=True, nogil=True, fastmath={fastmath}, error_model='numpy'"
+    flags = f"cache=True, nogil=True, fastmath={fastmath}, error_model='numpy', no_cfunc_wrapper=True"
+    if LOOP_FUNCTIONS.fullmatch(k.name):   # called from kernels only, and never inlined (codegen.outline)
+        flags += ", no_cpython_wrapper=True, pipeline_class=NoInline"
     return emit_function(k, f"@njit({flags})", StmtPrinter(NumbaPrinter(float_type), k.shared))
 
 
 def emit_module(kernels: list[Kernel], *, title: str, float_type: str, fastmath: bool,
                 version: str) -> str:
-    """The whole generated module: header, then each kernel."""
+    """The whole generated module: header, the functions of its loop nests
+    (:func:`~codegen.outline.outline`), then each kernel."""
     head = _HEADER.format(version=version, title=title, float_type=float_type, fastmath=fastmath,
                           imports=import_line("symgrad.runtime", CPU_RUNTIME))
-    return emit_kernels(head, kernels, lambda k: emit_kernel(k, float_type, fastmath))
+    return emit_kernels(head, outline(kernels), lambda k: emit_kernel(k, float_type, fastmath))

@@ -13,14 +13,14 @@ index, its block) are :class:`Builtin` names the target's emitter spells.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Union
 
 import sympy as sp
 
 __all__ = ["Builtin", "Affine", "Index", "index", "Ref", "Dim", "Min", "Mul", "CallExpr", "Reciprocal", "Literal",
            "Window", "Arg", "Expr", "Compute", "Loop", "Let", "Alloc", "View", "Call", "Fill", "If",
-           "Return", "Barrier", "Launch", "Stmt", "Kernel", "walk_refs", "uses", "defines", "needed"]
+           "Return", "Barrier", "Launch", "Stmt", "Kernel", "walk_refs", "uses", "defines", "needed", "rename"]
 
 
 @dataclass(frozen=True)
@@ -402,3 +402,80 @@ def needed(defs: list[Stmt], *users: list[Stmt]) -> list[Stmt]:
             keep.append(s)
             want |= uses([s])
     return keep[::-1]
+
+
+# ---------------------------------------------------------------------- renaming
+def _rn_affine(a: Affine, m: dict[str, str]) -> Affine:
+    return replace(a, terms=tuple((m.get(n, n) if isinstance(n, str) else n, c) for n, c in a.terms))
+
+
+def _rn_ref(r: Ref, m: dict[str, str]) -> Ref:
+    return Ref(m.get(r.name, r.name), tuple(_rn_affine(i, m) for i in r.index))
+
+
+def _rn_sym(e: sp.Basic | None, binds: tuple, m: dict[str, str]) -> tuple:
+    binds = tuple((s, _rn_ref(r, m)) for s, r in binds)
+    if e is None:
+        return e, binds
+    bound = {s for s, _ in binds}
+    free = {s: sp.Symbol(m[str(s)], **s.assumptions0) for s in e.free_symbols if s not in bound and str(s) in m}
+    return (e.xreplace(free) if free else e), binds
+
+
+def _rn_arg(a: Arg, m: dict[str, str]) -> Arg:
+    if isinstance(a, str):
+        return m.get(a, a)
+    if isinstance(a, Affine):
+        return _rn_affine(a, m)
+    if isinstance(a, Window):
+        return Window(m.get(a.base, a.base), _rn_affine(a.start, m), _rn_affine(a.stop, m))
+    return a
+
+
+def _rn_expr(e: Expr, m: dict[str, str]) -> Expr:
+    if isinstance(e, Affine):
+        return _rn_affine(e, m)
+    if isinstance(e, Dim):
+        return replace(e, array=m.get(e.array, e.array))
+    if isinstance(e, Min):
+        return Min(_rn_affine(e.a, m), _rn_affine(e.b, m))
+    if isinstance(e, Mul):
+        return Mul(m.get(e.a, e.a), m.get(e.b, e.b))
+    if isinstance(e, CallExpr):
+        return CallExpr(e.fn, tuple(_rn_arg(a, m) for a in e.args))
+    return Reciprocal(m.get(e.name, e.name))
+
+
+def rename(s: Stmt, m: dict[str, str], comments: bool = True) -> Stmt:
+    """``s`` with every name in ``m`` replaced (arrays, scalars, loop variables; not the functions
+    it calls), without its comments unless ``comments``: two statements that differ only in their
+    names rename to the same canonical statement."""
+    keep = {} if comments else {"comment": ""}
+    g = m.get
+    if isinstance(s, Compute):
+        expr, binds = _rn_sym(s.expr, s.binds, m)
+        return replace(s, target=_rn_ref(s.target, m), expr=expr, binds=binds, **keep)
+    if isinstance(s, Loop):
+        return replace(s, var=g(s.var, s.var), start=_rn_affine(s.start, m), stop=_rn_affine(s.stop, m),
+                       step=_rn_affine(s.step, m), body=tuple(rename(b, m, comments) for b in s.body), **keep)
+    if isinstance(s, If):
+        test, binds = _rn_sym(s.test, s.binds, m)
+        return replace(s, test=test, binds=binds, body=tuple(rename(b, m, comments) for b in s.body), **keep)
+    if isinstance(s, Let):
+        return replace(s, name=g(s.name, s.name), value=_rn_expr(s.value, m), **keep)
+    if isinstance(s, Alloc):
+        return replace(s, name=g(s.name, s.name), shape=tuple(_rn_expr(d, m) for d in s.shape), **keep)
+    if isinstance(s, View):
+        return replace(s, name=g(s.name, s.name), base=g(s.base, s.base), start=_rn_affine(s.start, m),
+                       stop=None if s.stop is None else _rn_affine(s.stop, m), **keep)
+    if isinstance(s, Call):
+        return replace(s, args=tuple(_rn_arg(a, m) for a in s.args), writes=frozenset(g(w, w) for w in s.writes),
+                       **keep)
+    if isinstance(s, Fill):
+        return replace(s, array=g(s.array, s.array), **keep)
+    if isinstance(s, Return):
+        expr, binds = _rn_sym(s.expr, s.binds, m)
+        return replace(s, expr=expr, binds=binds, **keep)
+    if isinstance(s, Launch):
+        return replace(s, grid=tuple(g(x, x) for x in s.grid), args=tuple(g(x, x) for x in s.args), **keep)
+    return replace(s, **keep)   # Barrier

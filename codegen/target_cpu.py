@@ -15,7 +15,7 @@ import sympy as sp
 
 from symgrad.runtime import BLAS_HELPERS
 
-from .kernel_ir import Affine, Alloc, Call, CallExpr, Kernel, Let, Loop, Ref, Return, Stmt, index
+from .kernel_ir import Affine, Alloc, Call, CallExpr, Dim, Kernel, Let, Loop, Ref, Return, Stmt, index
 from .lower import Lowering
 from .ops.einsum import provenance
 from .passes.finishing import chunk_prelude
@@ -68,7 +68,9 @@ class CpuBackend(Backend):
         pre = chunk_prelude(L, per_chunk_sums=bool(L.n_acc))
         rows_out = list(dict.fromkeys(s.array for s, _ in L.sink_rows))
         body = L.head + L.phase_a + [
-            Let("chunk", CallExpr("chunk_rows", ("n_samples", L.n_acc)),
+            Let("n_acc", Dim("partials", 1), "the accumulator's length, read from partials: a literal "
+                "argument would compile chunk_rows once per value"),
+            Let("chunk", CallExpr("chunk_rows", ("n_samples", "n_acc")),
                 "rows per chunk: depends on N and the accumulator size, never on threads"),
             Loop("c", Affine.of("c0"), Affine.of("c1"), tuple(pre + L.chunk_body))]
         doc = (f"Chunks c0..c1 of {L.kernel_name}, all its per-sample work fused; chunk c writes its "

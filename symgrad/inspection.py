@@ -6,6 +6,7 @@ holds no IR to show.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,8 @@ class Inspection:
     """``source``, ``derivation``, ``llvm``, ``asm``, ``ptx`` of a compiled model."""
 
     def source(self, kind: str = "value_and_grad") -> str:
-        """The generated Numba source of one kernel (``kind`` in KINDS), or 'module' /
-        'second_order_module' for a whole generated module."""
+        """The generated Numba source of one kind's kernels (``kind`` in KINDS), after the loop
+        functions they call, or 'module' / 'second_order_module' for a whole generated module."""
         if kind == "module":
             return self._group("first").source
         if kind == "second_order_module":
@@ -29,8 +30,12 @@ class Inspection:
         self._check_kind(kind)
         import inspect
         module = self._group(KIND_SPECS[kind].group).module
-        fns = (getattr(module, k.name) for k in self._lowered(kind).kernels)
-        return "\n\n".join(inspect.getsource(getattr(f, "py_func", f)) for f in fns)   # host code: plain
+        names = [k.name for k in self._lowered(kind).kernels]
+        text = [inspect.getsource(getattr(getattr(module, n), "py_func", getattr(module, n))) for n in names]
+        # the loop functions they call (codegen.outline), first, in the module's order
+        called = set(re.findall(r"\b(loop[0-9]+)\(", "".join(text)))
+        loops = [n for n in vars(module) if n in called]
+        return "\n\n".join([inspect.getsource(getattr(module, n).py_func) for n in loops] + text)   # host code: plain
 
     def derivation(self, kind: str = "value_and_grad") -> Derivation:
         """The derived program of a kernel kind: forward assignments, adjoints, tangents;

@@ -247,7 +247,9 @@ class Model(Inspection):
         except Exception as e:   # a damaged Numba cache entry is rebuilt, never fatal
             if not numba_cache_failed(e):
                 raise
-            flush_numba_cache(fns, e)
+            # every function of the module: a kernel's damaged entry may be one of its loop functions
+            flush_numba_cache([f for f in vars(module).values() if getattr(f, "__module__", None) == module.__name__
+                               and hasattr(f, "_cache")], e)
             res = runner(n, lead, rows_out, flat_out)
         hits = [bool(getattr(f.stats, "cache_hits", None)) for f in fns]
         self.stats["kernels_compiled"][kind] = {

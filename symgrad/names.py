@@ -12,23 +12,26 @@ import builtins
 import keyword
 import re
 
-__all__ = ["CPU_RUNTIME", "CUDA_RUNTIME", "CUDA_TYPES", "KERNEL_LOCALS", "LOOP_VARS", "RESERVED", "is_reserved"]
+__all__ = ["CPU_RUNTIME", "CUDA_RUNTIME", "CUDA_TYPES", "KERNEL_LOCALS", "LOOP_VARS", "LOOP_FUNCTIONS", "RESERVED",
+           "is_reserved", "loop_function"]
 
 #: what a generated CPU module imports from symgrad.runtime
 CPU_RUNTIME = ("add_into", "chunk_rows", "dot_nn", "dot_nt", "dot_tn", "dot_tt", "sigmoid", "softplus",
-               "sum_rows", "tanh", "xlogy")
+               "sum_rows", "tanh", "view", "xlogy", "NoInline")
 #: what a generated CUDA module imports from symgrad.cuda_runtime (a staged pass's host driver)
 CUDA_RUNTIME = ("THREADS_PER_BLOCK", "add_partials", "blocks_for", "gemm", "slot_index", "stage_rows", "zero")
 #: numba types a generated CUDA module imports
 CUDA_TYPES = ("cuda", "float32", "float64", "int64")
 #: modules, kernel arguments and loop variables of the generated code
 KERNEL_LOCALS = ("math", "np", "njit", "prange", "expm1", "theta", "v", "grad", "out", "hv", "partials",
-                 "acc", "total", "chunk", "n_samples", "inv_n", "c", "c0", "c1", "r", "r0", "r1", "rows",
+                 "acc", "total", "chunk", "n_acc", "n_samples", "inv_n", "c", "c0", "c1", "r", "r0", "r1", "rows",
                  "i", "j", "k", "l", "m", "p", "q", "best", "best_at", "result", "reduce_partials", "blocks")
 
 #: loop variables the lowering generates past the named ones, for axes of any rank (i2, i3, ...
 #: over a value's axes, k4, k5, ... over an einsum's summed axes)
 LOOP_VARS = re.compile(r"[ik][0-9]+")
+#: the functions a CPU module's loop nests become (codegen.outline): loop1, loop2, ...
+LOOP_FUNCTIONS = re.compile(r"loop[0-9]+")
 
 #: no IR value is ever named one of these
 RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
@@ -37,4 +40,9 @@ RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
 
 def is_reserved(name: str) -> bool:
     """Is ``name`` one the generated code uses for itself?"""
-    return name in RESERVED or LOOP_VARS.fullmatch(name) is not None
+    return name in RESERVED or LOOP_VARS.fullmatch(name) is not None or LOOP_FUNCTIONS.fullmatch(name) is not None
+
+
+def loop_function(n: int) -> str:
+    """The name of a module's ``n``-th loop-nest function."""
+    return f"loop{n}"

@@ -17,10 +17,14 @@ from typing import Any
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import lowering
+from numba.core.compiler import CompilerBase, DefaultPassBuilder
+from numba.core.compiler_machinery import register_pass
+from numba.core.typed_passes import NativeLowering
 from numba.extending import intrinsic, overload
 
-__all__ = ["sigmoid", "softplus", "xlogy", "tanh", "expm1", "chunk_rows", "dot_nn", "dot_nt", "dot_tn",
-           "dot_tt", "add_into", "sum_rows", "BLAS_HELPERS"]
+__all__ = ["sigmoid", "softplus", "xlogy", "tanh", "expm1", "chunk_rows", "view", "dot_nn", "dot_nt", "dot_tn",
+           "dot_tt", "add_into", "sum_rows", "NoInline", "BLAS_HELPERS"]
 
 
 @intrinsic
@@ -148,6 +152,40 @@ def chunk_rows(n, n_acc):  # type: ignore[no-untyped-def]
     return (n + n_chunks - 1) // n_chunks
 
 
+@intrinsic
+def view(typingctx, flat, start, shape):  # type: ignore[no-untyped-def]
+    """``flat[start:start + prod(shape)].reshape(shape)`` of a C-contiguous 1-D array, without a
+    copy or a check: a parameter's (or an accumulator slot's) view in a kernel.
+
+    Inline IR that only fills in the array's fields: Numba's slice and ``reshape`` cost ~50 ms of
+    compile per parameter (a reshape is specialized for every literal shape), this ~15 ms. The
+    generated code asks only for views that fit (the layout is the model's).
+    """
+    if not (isinstance(flat, types.Array) and flat.ndim == 1 and flat.layout == "C"
+            and isinstance(start, types.Integer) and isinstance(shape, types.BaseTuple)
+            and all(isinstance(d, types.Integer) for d in shape)):
+        return None
+    nd = len(shape)
+    ret = types.Array(flat.dtype, nd, "C")
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        from numba.core.imputils import impl_ret_borrowed
+        from numba.np.arrayobj import make_array, populate_array
+        src = make_array(sig.args[0])(context, builder, args[0])
+        first = context.cast(builder, args[1], sig.args[1], types.intp)
+        dims = [context.cast(builder, builder.extract_value(args[2], k), sig.args[2][k], types.intp)
+                for k in range(nd)]
+        strides, step = [], src.itemsize
+        for d in reversed(dims):
+            strides.insert(0, step)
+            step = builder.mul(step, d)
+        out = make_array(sig.return_type)(context, builder)
+        populate_array(out, data=builder.gep(src.data, [first]), shape=dims, strides=strides,
+                       itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent)
+        return impl_ret_borrowed(context, builder, sig.return_type, out._getvalue())
+    return ret(flat, start, shape), codegen
+
+
 # --- array helpers: compiled once per machine (see the module docstring) -------------------
 
 @njit(cache=True, nogil=True)
@@ -176,18 +214,57 @@ def dot_tt(a, b, out):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True)
 def add_into(out, a):  # type: ignore[no-untyped-def]
-    """out += a, elementwise."""
-    out += a
+    """out += a for two matrices of one shape. Loops, not ``out += a``: every kernel that calls a
+    helper links its code and optimizes it again, and Numba's array expression cost 0.3 s of
+    compile in each caller, these loops a few ms."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] += a[i, j]
 
 
 @njit(cache=True, nogil=True)
 def sum_rows(partials):  # type: ignore[no-untyped-def]
-    """The sum of the rows of ``partials``, added in row order: the same bits for any thread count."""
-    total = partials[0].copy()
-    for c in range(1, partials.shape[0]):
-        total += partials[c]
+    """The sum of the rows of ``partials``, added in row order: the same bits for any thread
+    count. (Loops, as in ``add_into``.)"""
+    n, m = partials.shape
+    total = np.empty(m, dtype=partials.dtype)
+    for j in range(m):
+        total[j] = partials[0, j]
+    for c in range(1, n):
+        for j in range(m):
+            total[j] += partials[c, j]
     return total
 
 
 #: the product helper for (A transposed, B transposed)
 BLAS_HELPERS = {(False, False): "dot_nn", (False, True): "dot_nt", (True, False): "dot_tn", (True, True): "dot_tt"}
+
+
+# --- the compiler pipeline of a module's loop functions -------------------------------------
+
+class _NoInlineLower(lowering.Lower):
+    def lower_normal_function(self, fndesc):  # type: ignore[no-untyped-def]
+        super().lower_normal_function(fndesc)
+        self.function.attributes.add("noinline")
+
+
+@register_pass(mutates_CFG=True, analysis_only=False)
+class _NoInlineLowering(NativeLowering):
+    _name = "symgrad_noinline_lowering"
+
+    @property
+    def lowering_class(self):  # type: ignore[no-untyped-def]
+        return _NoInlineLower
+
+
+class NoInline(CompilerBase):
+    """Numba's nopython pipeline, with the function marked ``noinline`` for LLVM: the generated
+    loop functions (codegen.outline) are compiled with it. Numba links a callee's LLVM IR into
+    every caller, and LLVM would inline a loop function into its kernel once per call, rebuilding
+    the one big function whose passes take superlinear time."""
+
+    def define_pipelines(self):  # type: ignore[no-untyped-def]
+        pm = DefaultPassBuilder.define_nopython_pipeline(self.state)
+        pm.passes = [(_NoInlineLowering if p is NativeLowering else p, d) for p, d in pm.passes]
+        pm.finalize()
+        return [pm]

@@ -25,7 +25,7 @@ def model():
 def test_source_is_readable(model):
     src = model.source("value_and_grad")
     assert "def value_and_grad(" in src and "def value_and_grad_chunks(" in src
-    assert "hidden_W = theta[" in src          # names from the user's graph
+    assert "hidden_W = view(theta, " in src          # names from the user's graph
     assert re.search(r"# tanh\w* = tanh: tanh\(a0\)", src)     # the SymPy expression behind a line
     assert re.search(r"1\.0 - \((tanh\w*)\[r, i\]\*\1\[r, i\]\)", src)   # tanh' from the stored output
     assert "def predict(" in model.source("predict") or "def predict_chunks(" in model.source("predict")

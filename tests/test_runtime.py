@@ -127,3 +127,31 @@ def test_generated_code_imports_exactly_what_the_runtimes_export():
     assert set(CPU_RUNTIME) | set(CUDA_RUNTIME) <= RESERVED
     line = import_line("symgrad.runtime", CPU_RUNTIME)
     assert ast.parse(line).body[0].names[-1].name == CPU_RUNTIME[-1]
+
+
+def test_view_is_a_reshaped_window_that_shares_memory_and_refuses_other_layouts():
+    import numba
+
+    from symgrad.runtime import view
+
+    @numba.njit
+    def take(flat, start):
+        return view(flat, start, (2, 3))
+
+    flat = np.arange(10.0)
+    w = take(flat, 3)
+    np.testing.assert_array_equal(w, flat[3:9].reshape(2, 3))
+    w[1, 2] = -1.0
+    assert flat[8] == -1.0 and w.flags.c_contiguous      # a view, not a copy
+    with pytest.raises(numba.core.errors.TypingError):
+        take(np.arange(20.0)[::2], 0)                     # not C-contiguous: no view to give
+
+
+def test_add_into_and_sum_rows_add_in_order():
+    from symgrad.runtime import add_into, sum_rows
+    p = np.random.default_rng(0).normal(size=(3, 5))
+    assert np.array_equal(sum_rows(p), (p[0] + p[1]) + p[2])
+    out, a = p[:2, :3].copy(), p[1:, 2:]
+    want = out + a
+    add_into(out, a)
+    assert np.array_equal(out, want)
