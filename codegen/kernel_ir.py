@@ -413,10 +413,8 @@ def _rn_ref(r: Ref, m: dict[str, str]) -> Ref:
     return Ref(m.get(r.name, r.name), tuple(_rn_affine(i, m) for i in r.index))
 
 
-def _rn_sym(e: sp.Basic | None, binds: tuple, m: dict[str, str]) -> tuple:
+def _rn_sym(e: sp.Basic, binds: tuple, m: dict[str, str]) -> tuple:
     binds = tuple((s, _rn_ref(r, m)) for s, r in binds)
-    if e is None:
-        return e, binds
     bound = {s for s, _ in binds}
     free = {s: sp.Symbol(m[str(s)], **s.assumptions0) for s in e.free_symbols if s not in bound and str(s) in m}
     return (e.xreplace(free) if free else e), binds
@@ -447,8 +445,8 @@ def _rn_expr(e: Expr, m: dict[str, str]) -> Expr:
 
 
 def rename(s: Stmt, m: dict[str, str], comments: bool = True) -> Stmt:
-    """``s`` with every name in ``m`` replaced (arrays, scalars, loop variables; not the functions
-    it calls), without its comments unless ``comments``: two statements that differ only in their
+    """``s`` (a loop nest's statement) with every name in ``m`` replaced (arrays, scalars, loop
+    variables; not the functions it calls), without its comments unless ``comments``: two statements that differ only in their
     names rename to the same canonical statement."""
     keep = {} if comments else {"comment": ""}
     g = m.get
@@ -463,19 +461,5 @@ def rename(s: Stmt, m: dict[str, str], comments: bool = True) -> Stmt:
         return replace(s, test=test, binds=binds, body=tuple(rename(b, m, comments) for b in s.body), **keep)
     if isinstance(s, Let):
         return replace(s, name=g(s.name, s.name), value=_rn_expr(s.value, m), **keep)
-    if isinstance(s, Alloc):
-        return replace(s, name=g(s.name, s.name), shape=tuple(_rn_expr(d, m) for d in s.shape), **keep)
-    if isinstance(s, View):
-        return replace(s, name=g(s.name, s.name), base=g(s.base, s.base), start=_rn_affine(s.start, m),
-                       stop=None if s.stop is None else _rn_affine(s.stop, m), **keep)
-    if isinstance(s, Call):
-        return replace(s, args=tuple(_rn_arg(a, m) for a in s.args), writes=frozenset(g(w, w) for w in s.writes),
-                       **keep)
-    if isinstance(s, Fill):
-        return replace(s, array=g(s.array, s.array), **keep)
-    if isinstance(s, Return):
-        expr, binds = _rn_sym(s.expr, s.binds, m)
-        return replace(s, expr=expr, binds=binds, **keep)
-    if isinstance(s, Launch):
-        return replace(s, grid=tuple(g(x, x) for x in s.grid), args=tuple(g(x, x) for x in s.args), **keep)
-    return replace(s, **keep)   # Barrier
+    raise TypeError(f"only loop nests are renamed (Compute, Loop, If, Let), not {type(s).__name__}")
+

@@ -27,8 +27,8 @@ import sympy as sp
 
 from symgrad.names import loop_function
 
-from .kernel_ir import (Affine, Alloc, Builtin, Call, CallExpr, Compute, Dim, Expr, Fill, If, Kernel, Launch, Let,
-                        Loop, Min, Mul, Ref, Return, Stmt, View, Window, rename, uses)
+from .kernel_ir import (Affine, Builtin, Call, CallExpr, Compute, Dim, Expr, If, Kernel, Let, Loop, Min, Mul, Ref,
+                        Stmt, Window, rename, uses)
 
 __all__ = ["outline"]
 
@@ -48,7 +48,7 @@ def _size(s: Stmt) -> int:
 # ---------------------------------------------------------------------- names of a statement run
 @dataclass
 class _Names:
-    """The names of a run of statements in order of first appearance; ``free``, those it reads
+    """The names of a loop nest in order of first appearance; ``free``, those it reads
     from outside (a function's parameters); ``local``, those it defines; ``arrays``, those it
     indexes; ``outer_scalar_write``, whether it writes a scalar it also reads from outside (as
     a function, the write would be lost unless returned)."""
@@ -81,13 +81,12 @@ class _Names:
         for i in r.index:
             self.affine(i)
 
-    def symbols(self, e: sp.Basic | None, binds: tuple) -> None:
+    def symbols(self, e: sp.Basic, binds: tuple) -> None:
         for _, r in binds:
             self.ref(r)
-        if e is not None:
-            bound = {s for s, _ in binds}
-            for s in sorted(e.free_symbols - bound, key=str):
-                self.see(str(s))
+        bound = {s for s, _ in binds}
+        for s in sorted(e.free_symbols - bound, key=str):
+            self.see(str(s))
 
     def arg(self, a: object) -> None:
         if isinstance(a, str):
@@ -140,29 +139,8 @@ class _Names:
         elif isinstance(s, Let):
             self.value(s.value)
             self.define(s.name)
-        elif isinstance(s, Alloc):
-            for d in s.shape:
-                self.value(d)
-            self.define(s.name)
-        elif isinstance(s, View):
-            self.see(s.base)
-            self.affine(s.start)
-            if s.stop is not None:
-                self.affine(s.stop)
-            self.define(s.name)
-        elif isinstance(s, Call):
-            for a in s.args:
-                self.arg(a)
-            for w in s.writes:
-                self.see(w)
-        elif isinstance(s, Fill):
-            self.see(s.array)
-            self.arrays.add(s.array)
-        elif isinstance(s, Return):
-            self.symbols(s.expr, s.binds)
-        elif isinstance(s, Launch):
-            for n in (*s.grid, *s.args):
-                self.see(n)
+        else:
+            raise TypeError(f"a loop nest holds no {type(s).__name__}")   # _pure admits only these
 
 
 def _names(stmts: list[Stmt] | tuple[Stmt, ...]) -> _Names:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .derivation import Derivation
 from .kinds import FLAT_ARRAYS, KIND_SPECS
+from .names import LOOP_FUNCTIONS
 
 __all__ = ["Inspection"]
 
@@ -33,8 +34,8 @@ class Inspection:
         names = [k.name for k in self._lowered(kind).kernels]
         text = [inspect.getsource(getattr(getattr(module, n), "py_func", getattr(module, n))) for n in names]
         # the loop functions they call (codegen.outline), first, in the module's order
-        called = set(re.findall(r"\b(loop[0-9]+)\(", "".join(text)))
-        loops = [n for n in vars(module) if n in called]
+        called = set(re.findall(r"\b(\w+)\(", "".join(text)))
+        loops = [n for n in vars(module) if n in called and LOOP_FUNCTIONS.fullmatch(n)]
         return "\n\n".join([inspect.getsource(getattr(module, n).py_func) for n in loops] + text)   # host code: plain
 
     def derivation(self, kind: str = "value_and_grad") -> Derivation:
