@@ -10,11 +10,13 @@ from typing import Callable
 
 import sympy as sp
 
-from symgrad.names import CPU_RUNTIME, LOOP_FUNCTIONS
+from symgrad.names import CPU_RUNTIME, OUTLINED
 
-from .kernel_ir import (Affine, Alloc, Arg, Barrier, Builtin, Call, CallExpr, Compute, Dim, Expr, Fill, If, Kernel,
-                        Let, Literal, Loop, Min, Mul, Ref, Return, Stmt, View, Launch)
+from .kernel_ir import (Affine, Alloc, Arg, Barrier, Builtin, Call, CallExpr, Compute, Dim, Expr, Fill, If, Int,
+                        Kernel, Let, Literal, Loop, Min, Mul, Ref, Return, Stmt, View, Launch)
+from .arena import arena
 from .outline import outline
+from .parts import parts
 from .printer import NumbaPrinter
 
 __all__ = ["StmtPrinter", "emit_module", "emit_kernel", "emit_function", "emit_kernels", "import_line"]
@@ -73,6 +75,8 @@ class StmtPrinter:
             return a
         if isinstance(a, int):
             return str(a)
+        if isinstance(a, Int):
+            return f"np.int64({a.value})"
         if isinstance(a, Affine):
             return self.affine(a)
         if isinstance(a, Literal):
@@ -115,7 +119,7 @@ class StmtPrinter:
             return f"{s.base}[{self.affine(s.start)}]"
         if s.shape is None:
             return f"{s.base}[{self.affine(s.start)}:{self.affine(s.stop)}]"
-        return f"view({s.base}, {self.affine(s.start)}, {tuple(s.shape)!r})"
+        return f"view({s.base}, {self.affine(s.start)}, {self.shape(tuple(map(Affine.of, s.shape)), True)})"
 
     def scalar(self, expr: sp.Expr, binds: tuple) -> str:
         return self.exprs.doprint_expr(expr.xreplace({sym: sp.Symbol(self.ref(r), real=True) for sym, r in binds}))
@@ -207,7 +211,7 @@ def emit_kernels(head: str, kernels: list[Kernel], emit: Callable[[Kernel], str]
 
 def emit_kernel(k: Kernel, float_type: str, fastmath: bool) -> str:
     flags = f"cache=True, nogil=True, fastmath={fastmath}, error_model='numpy', no_cfunc_wrapper=True"
-    if LOOP_FUNCTIONS.fullmatch(k.name):   # called from kernels only, and never inlined (codegen.outline)
+    if OUTLINED.fullmatch(k.name):   # called from kernels only, and never inlined (codegen.outline)
         flags += ", no_cpython_wrapper=True, pipeline_class=NoInline"
     return emit_function(k, f"@njit({flags})", StmtPrinter(NumbaPrinter(float_type), k.shared))
 
@@ -218,4 +222,4 @@ def emit_module(kernels: list[Kernel], *, title: str, float_type: str, fastmath:
     (:func:`~codegen.outline.outline`), then each kernel."""
     head = _HEADER.format(version=version, title=title, float_type=float_type, fastmath=fastmath,
                           imports=import_line("symgrad.runtime", CPU_RUNTIME))
-    return emit_kernels(head, outline(kernels), lambda k: emit_kernel(k, float_type, fastmath))
+    return emit_kernels(head, parts(outline([arena(k) for k in kernels])), lambda k: emit_kernel(k, float_type, fastmath))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from symgrad.names import CUDA_RUNTIME, CUDA_TYPES
 
 from .emit_cpu import StmtPrinter, emit_function, emit_kernels, import_line
-from .kernel_ir import Alloc, Builtin, Kernel, View
+from .kernel_ir import Affine, Alloc, Builtin, Kernel, View
 from .printer import CudaPrinter
 
 #: how the device spells the target's builtins
@@ -49,7 +49,7 @@ class CudaStmtPrinter(StmtPrinter):
         if s.stop is None or s.shape is None:
             return super().view(s)
         flat = f"{s.base}[{self.affine(s.start)}:{self.affine(s.stop)}]"
-        return flat + (f".reshape({s.shape})" if len(s.shape) > 1 else "")
+        return flat + (f".reshape({self.shape(tuple(map(Affine.of, s.shape)), True)})" if len(s.shape) > 1 else "")
 
     def atomic_add(self, array: str, index: str, value: str) -> str:
         return f"cuda.atomic.add({array}, {index}, {value})"

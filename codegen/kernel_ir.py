@@ -18,7 +18,7 @@ from typing import Iterator, Union
 
 import sympy as sp
 
-__all__ = ["Builtin", "Affine", "Index", "index", "Ref", "Dim", "Min", "Mul", "CallExpr", "Reciprocal", "Literal",
+__all__ = ["Builtin", "Affine", "Index", "index", "Ref", "Dim", "Min", "Mul", "CallExpr", "Reciprocal", "Literal", "Int",
            "Window", "Arg", "Expr", "Compute", "Loop", "Let", "Alloc", "View", "Call", "Fill", "If",
            "Return", "Barrier", "Launch", "Stmt", "Kernel", "walk_refs", "uses", "defines", "needed", "rename"]
 
@@ -134,6 +134,14 @@ class Literal:
 
 
 @dataclass(frozen=True)
+class Int:
+    """An integer argument passed as a run-time ``int64``, not a literal: Numba compiles a callee
+    once per literal value it is called with (an offset into the parameters of each layer)."""
+
+    value: int
+
+
+@dataclass(frozen=True)
 class Window:
     """``base[start:stop]`` as an argument (a view passed to a helper)."""
 
@@ -142,7 +150,7 @@ class Window:
     stop: Affine
 
 
-Arg = Union[str, int, Affine, Literal, Window]
+Arg = Union[str, int, Int, Affine, Literal, Window]
 
 
 @dataclass(frozen=True)
@@ -211,13 +219,14 @@ class Alloc:
 @dataclass(frozen=True)
 class View:
     """``name = base[start:stop]`` (``.reshape(shape)`` when given), or ``base[start]`` when
-    ``stop`` is None: a view, no copy."""
+    ``stop`` is None: a view, no copy. A shape's extent may be a named integer (a chunk's
+    ``rows``: a temporary's view of the chunk's buffer)."""
 
     name: str
     base: str
     start: Affine
     stop: Affine | None = None
-    shape: tuple[int, ...] | None = None
+    shape: tuple[int | Affine, ...] | None = None
     comment: str = ""
 
 
@@ -365,6 +374,7 @@ def uses(stmts: list[Stmt] | tuple[Stmt, ...]) -> set[str]:
             out |= set().union(*(_expr_names(d) for d in s.shape))
         elif isinstance(s, View):
             out |= {s.base} | s.start.names() | (s.stop.names() if s.stop is not None else set())
+            out |= set().union(*(Affine.of(d).names() for d in s.shape or ()))
         elif isinstance(s, Call):
             out |= set().union(*(_arg_names(a) for a in s.args))
         elif isinstance(s, Fill):
@@ -445,9 +455,10 @@ def _rn_expr(e: Expr, m: dict[str, str]) -> Expr:
 
 
 def rename(s: Stmt, m: dict[str, str], comments: bool = True) -> Stmt:
-    """``s`` (a loop nest's statement) with every name in ``m`` replaced (arrays, scalars, loop
-    variables; not the functions it calls), without its comments unless ``comments``: two statements that differ only in their
-    names rename to the same canonical statement."""
+    """``s`` (a statement of a loop nest or of a kernel's run of calls) with every name in ``m``
+    replaced (arrays, scalars, loop variables; not the functions it calls), without its comments
+    unless ``comments``: two statements that differ only in their names rename to the same
+    canonical statement."""
     keep = {} if comments else {"comment": ""}
     g = m.get
     if isinstance(s, Compute):
@@ -461,5 +472,15 @@ def rename(s: Stmt, m: dict[str, str], comments: bool = True) -> Stmt:
         return replace(s, test=test, binds=binds, body=tuple(rename(b, m, comments) for b in s.body), **keep)
     if isinstance(s, Let):
         return replace(s, name=g(s.name, s.name), value=_rn_expr(s.value, m), **keep)
-    raise TypeError(f"only loop nests are renamed (Compute, Loop, If, Let), not {type(s).__name__}")
+    if isinstance(s, View):
+        return replace(s, name=g(s.name, s.name), base=g(s.base, s.base), start=_rn_affine(s.start, m),
+                       stop=None if s.stop is None else _rn_affine(s.stop, m),
+                       shape=None if s.shape is None else tuple(
+                           _rn_affine(d, m) if isinstance(d, Affine) else d for d in s.shape), **keep)
+    if isinstance(s, Call):
+        return replace(s, args=tuple(_rn_arg(a, m) for a in s.args), writes=frozenset(g(w, w) for w in s.writes),
+                       **keep)
+    if isinstance(s, Fill):
+        return replace(s, array=g(s.array, s.array), **keep)
+    raise TypeError(f"only loop nests and runs of calls are renamed, not {type(s).__name__}")
 

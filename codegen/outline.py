@@ -15,9 +15,8 @@ callee's LLVM IR into every caller, and inlining would rebuild the one big funct
 the wrappers Python calls need. Their arguments are names, never integer literals (Numba
 compiles one specialization per literal value it is called with).
 
-Cutting the rest of a long kernel (allocations, library calls) into parts that return what they
-define was tried and not kept: with arrays passed and returned field by field, a part of 40
-statements cost ~0.5 s to compile, more than the statements inline.
+What remains of a long kernel, its run of calls on views, is cut into shared functions in turn
+by :mod:`codegen.parts`.
 """
 from __future__ import annotations
 

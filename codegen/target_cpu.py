@@ -8,7 +8,6 @@ is a loop over the chunk's rows; chunk c adds its sums into its own row of
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import sympy as sp
@@ -45,7 +44,7 @@ class CpuBackend(Backend):
         if st.kind != "acc":
             alloc = L.alloc(a.out, "rows" if a.out.batched else None)
             assert alloc is not None
-            return [replace(alloc, comment=comment), Call(helper, (first, second, st.name), frozenset({st.name}))]
+            return [alloc, Call(helper, (first, second, st.name), frozenset({st.name}), comment)]
         acc = f"{st.name}_acc"
         if a.out.name not in L.alias and a.out.name not in L.alias.values():
             # the only term of this batch sum in the chunk: BLAS writes it in place
@@ -53,7 +52,7 @@ class CpuBackend(Backend):
         term = L.name(f"{a.out.name}_term")   # one of several terms: computed, then added
         alloc = L.alloc(a.out, None, term)
         assert alloc is not None
-        return [replace(alloc, comment=comment), Call(helper, (first, second, term), frozenset({term})),
+        return [alloc, Call(helper, (first, second, term), frozenset({term}), comment),
                 Call("add_into", (acc, term), frozenset({acc}))]
 
     def close_rows(self, L: Lowering, fused: list[Stmt], kept: list[Value], local: set[str],

@@ -13,7 +13,7 @@ import numpy as np
 
 from .derivation import Derivation
 from .kinds import FLAT_ARRAYS, KIND_SPECS
-from .names import LOOP_FUNCTIONS
+from .names import OUTLINED
 
 __all__ = ["Inspection"]
 
@@ -23,7 +23,7 @@ class Inspection:
 
     def source(self, kind: str = "value_and_grad") -> str:
         """The generated Numba source of one kind's kernels (``kind`` in KINDS), after the loop
-        functions they call, or 'module' / 'second_order_module' for a whole generated module."""
+        and part functions they call, or 'module' / 'second_order_module' for a whole generated module."""
         if kind == "module":
             return self._group("first").source
         if kind == "second_order_module":
@@ -33,10 +33,17 @@ class Inspection:
         module = self._group(KIND_SPECS[kind].group).module
         names = [k.name for k in self._lowered(kind).kernels]
         text = [inspect.getsource(getattr(getattr(module, n), "py_func", getattr(module, n))) for n in names]
-        # the loop functions they call (codegen.outline), first, in the module's order
-        called = set(re.findall(r"\b(\w+)\(", "".join(text)))
-        loops = [n for n in vars(module) if n in called and LOOP_FUNCTIONS.fullmatch(n)]
-        return "\n\n".join([inspect.getsource(getattr(module, n).py_func) for n in loops] + text)   # host code: plain
+        # the functions they call (codegen.outline, codegen.parts), and those these call, first,
+        # in the module's order
+        called: set[str] = set()
+        todo = list(text)
+        while todo:
+            for n in set(re.findall(r"\b(\w+)\(", todo.pop())) - called:
+                if OUTLINED.fullmatch(n) and hasattr(module, n):
+                    called.add(n)
+                    todo.append(inspect.getsource(getattr(module, n).py_func))
+        helpers = [n for n in vars(module) if n in called]
+        return "\n\n".join([inspect.getsource(getattr(module, n).py_func) for n in helpers] + text)   # host code: plain
 
     def derivation(self, kind: str = "value_and_grad") -> Derivation:
         """The derived program of a kernel kind: forward assignments, adjoints, tangents;

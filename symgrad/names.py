@@ -12,8 +12,8 @@ import builtins
 import keyword
 import re
 
-__all__ = ["CPU_RUNTIME", "CUDA_RUNTIME", "CUDA_TYPES", "KERNEL_LOCALS", "LOOP_VARS", "LOOP_FUNCTIONS", "RESERVED",
-           "is_reserved", "loop_function"]
+__all__ = ["ARENAS", "CPU_RUNTIME", "CUDA_RUNTIME", "CUDA_TYPES", "KERNEL_LOCALS", "LOOP_VARS", "OUTLINED", "OFFSETS",
+           "RESERVED", "is_reserved", "loop_function", "part_function"]
 
 #: what a generated CPU module imports from symgrad.runtime
 CPU_RUNTIME = ("add_into", "chunk_rows", "dot_nn", "dot_nt", "dot_tn", "dot_tt", "sigmoid", "softplus",
@@ -26,23 +26,33 @@ CUDA_TYPES = ("cuda", "float32", "float64", "int64")
 KERNEL_LOCALS = ("math", "np", "njit", "prange", "expm1", "theta", "v", "grad", "out", "hv", "partials",
                  "acc", "total", "chunk", "n_acc", "n_samples", "inv_n", "c", "c0", "c1", "r", "r0", "r1", "rows",
                  "i", "j", "k", "l", "m", "p", "q", "best", "best_at", "result", "reduce_partials", "blocks")
+#: the buffer a CPU chunk kernel's temporaries of each element type are views of (codegen.arena)
+ARENAS = {"float": "arena", "int64": "arena_int"}
 
 #: loop variables the lowering generates past the named ones, for axes of any rank (i2, i3, ...
 #: over a value's axes, k4, k5, ... over an einsum's summed axes)
 LOOP_VARS = re.compile(r"[ik][0-9]+")
-#: the functions a CPU module's loop nests become (codegen.outline): loop1, loop2, ...
-LOOP_FUNCTIONS = re.compile(r"loop[0-9]+")
+#: the functions codegen.outline makes of a CPU module's loop nests (loop1, loop2, ...) and
+#: codegen.parts of its kernels' runs of calls (part1, part2, ...)
+OUTLINED = re.compile(r"(loop|part)[0-9]+")
+#: a part function's offset parameters (where each view it makes starts): at1, at2, ...
+OFFSETS = re.compile(r"at[0-9]+")
 
 #: no IR value is ever named one of these
 RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
-    CPU_RUNTIME + CUDA_RUNTIME + CUDA_TYPES + KERNEL_LOCALS)
+    CPU_RUNTIME + CUDA_RUNTIME + CUDA_TYPES + KERNEL_LOCALS + tuple(ARENAS.values()))
 
 
 def is_reserved(name: str) -> bool:
     """Is ``name`` one the generated code uses for itself?"""
-    return name in RESERVED or LOOP_VARS.fullmatch(name) is not None or LOOP_FUNCTIONS.fullmatch(name) is not None
+    return name in RESERVED or any(p.fullmatch(name) is not None for p in (LOOP_VARS, OUTLINED, OFFSETS))
 
 
 def loop_function(n: int) -> str:
     """The name of a module's ``n``-th loop-nest function."""
     return f"loop{n}"
+
+
+def part_function(n: int) -> str:
+    """The name of a module's ``n``-th function of a run of calls."""
+    return f"part{n}"

@@ -186,27 +186,57 @@ def view(typingctx, flat, start, shape):  # type: ignore[no-untyped-def]
     return ret(flat, start, shape), codegen
 
 
+# --- the compiler pipeline of a module's loop functions -------------------------------------
+
+class _NoInlineLower(lowering.Lower):
+    def lower_normal_function(self, fndesc):  # type: ignore[no-untyped-def]
+        super().lower_normal_function(fndesc)
+        self.function.attributes.add("noinline")
+
+
+@register_pass(mutates_CFG=True, analysis_only=False)
+class _NoInlineLowering(NativeLowering):
+    _name = "symgrad_noinline_lowering"
+
+    @property
+    def lowering_class(self):  # type: ignore[no-untyped-def]
+        return _NoInlineLower
+
+
+class NoInline(CompilerBase):
+    """Numba's nopython pipeline, with the function marked ``noinline`` for LLVM: the generated
+    loop functions (codegen.outline) are compiled with it. Numba links a callee's LLVM IR into
+    every caller, and LLVM would inline a loop function into its kernel once per call, rebuilding
+    the one big function whose passes take superlinear time."""
+
+    def define_pipelines(self):  # type: ignore[no-untyped-def]
+        pm = DefaultPassBuilder.define_nopython_pipeline(self.state)
+        pm.passes = [(_NoInlineLowering if p is NativeLowering else p, d) for p, d in pm.passes]
+        pm.finalize()
+        return [pm]
+
+
 # --- array helpers: compiled once per machine (see the module docstring) -------------------
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, pipeline_class=NoInline)
 def dot_nn(a, b, out):  # type: ignore[no-untyped-def]
     """out = a @ b (BLAS, written in place: no temporary)."""
     np.dot(a, b, out)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, pipeline_class=NoInline)
 def dot_nt(a, b, out):  # type: ignore[no-untyped-def]
     """out = a @ b.T (BLAS reads b transposed in place)."""
     np.dot(a, b.T, out)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, pipeline_class=NoInline)
 def dot_tn(a, b, out):  # type: ignore[no-untyped-def]
     """out = a.T @ b (BLAS reads a transposed in place)."""
     np.dot(a.T, b, out)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, pipeline_class=NoInline)
 def dot_tt(a, b, out):  # type: ignore[no-untyped-def]
     """out = a.T @ b.T."""
     np.dot(a.T, b.T, out)
@@ -240,31 +270,3 @@ def sum_rows(partials):  # type: ignore[no-untyped-def]
 BLAS_HELPERS = {(False, False): "dot_nn", (False, True): "dot_nt", (True, False): "dot_tn", (True, True): "dot_tt"}
 
 
-# --- the compiler pipeline of a module's loop functions -------------------------------------
-
-class _NoInlineLower(lowering.Lower):
-    def lower_normal_function(self, fndesc):  # type: ignore[no-untyped-def]
-        super().lower_normal_function(fndesc)
-        self.function.attributes.add("noinline")
-
-
-@register_pass(mutates_CFG=True, analysis_only=False)
-class _NoInlineLowering(NativeLowering):
-    _name = "symgrad_noinline_lowering"
-
-    @property
-    def lowering_class(self):  # type: ignore[no-untyped-def]
-        return _NoInlineLower
-
-
-class NoInline(CompilerBase):
-    """Numba's nopython pipeline, with the function marked ``noinline`` for LLVM: the generated
-    loop functions (codegen.outline) are compiled with it. Numba links a callee's LLVM IR into
-    every caller, and LLVM would inline a loop function into its kernel once per call, rebuilding
-    the one big function whose passes take superlinear time."""
-
-    def define_pipelines(self):  # type: ignore[no-untyped-def]
-        pm = DefaultPassBuilder.define_nopython_pipeline(self.state)
-        pm.passes = [(_NoInlineLowering if p is NativeLowering else p, d) for p, d in pm.passes]
-        pm.finalize()
-        return [pm]
