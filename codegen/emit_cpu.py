@@ -11,12 +11,13 @@ from typing import Callable
 import sympy as sp
 
 from symgrad.names import CPU_RUNTIME, OUTLINED
+from symgrad.runtime import EMPTY
 
-from .kernel_ir import (Affine, Alloc, Arg, Barrier, Builtin, Call, CallExpr, Compute, Dim, Expr, Fill, If, Int,
-                        Kernel, Let, Literal, Loop, Min, Mul, Ref, Return, Stmt, View, Launch)
+from .kernel_ir import (Affine, Alloc, Arg, Barrier, Builtin, Call, CallExpr, Compute, Dim, Expr, Fill, Global, If, Int,
+                        Item, Kernel, Let, Literal, Loop, Min, Mul, Ref, Return, Stmt, View, Launch)
 from .arena import arena
 from .outline import outline
-from .parts import parts
+from .parts import TABLE, parts
 from .printer import NumbaPrinter
 
 __all__ = ["StmtPrinter", "emit_module", "emit_kernel", "emit_function", "emit_kernels", "import_line"]
@@ -81,6 +82,8 @@ class StmtPrinter:
             return self.affine(a)
         if isinstance(a, Literal):
             return repr(a.value)
+        if isinstance(a, Item):
+            return f"{a.array}[{self.affine(a.index)}]"
         return f"{a.base}[{self.affine(a.start) if a.start != Affine() else ''}:{self.affine(a.stop)}]"
 
     def value(self, e: Expr) -> str:
@@ -88,12 +91,17 @@ class StmtPrinter:
             return self.affine(e)
         if isinstance(e, Dim):
             return f"{e.array}.shape[{e.axis}]"
-        if isinstance(e, Min):
-            return f"min({self.affine(e.a)}, {self.affine(e.b)})"
+        if isinstance(e, Min):   # Python's min(a, b), without the builtin's per-process compile
+            a, b = self.affine(e.a), self.affine(e.b)
+            return f"{b} if {b} < {a} else {a}"
         if isinstance(e, Mul):
             return f"{e.a} * {e.b}"
         if isinstance(e, CallExpr):
             return f"{e.fn}({', '.join(self.arg(a) for a in e.args)})"
+        if isinstance(e, Item):
+            return self.arg(e)
+        if isinstance(e, Global):
+            return e.name
         return f"{self.float_cast()}(1.0 / {e.name})"   # Reciprocal
 
     def float_cast(self) -> str:
@@ -108,16 +116,20 @@ class StmtPrinter:
     def alloc(self, s: Alloc) -> str:
         if s.space != "heap":
             raise TypeError(f"the CPU target has no {s.space!r} arrays ({s.name})")
-        dt = "np.int64" if s.dtype == "int64" else f"np.{self.exprs.float_type}"
-        return f"{s.name} = np.empty({self.shape(s.shape)}, dtype={dt})"
+        helper = EMPTY["int64" if s.dtype == "int64" else self.exprs.float_type]   # compiled once per machine
+        if len(s.shape) == 1:
+            return f"{s.name} = {helper}({self.value(s.shape[0])})"
+        size = " * ".join(f"({self.value(d)})" if isinstance(d, Affine) and len(d.terms) + bool(d.const) > 1
+                          else self.value(d) for d in s.shape)
+        return f"{s.name} = view({helper}({size}), 0, {self.shape(s.shape)})"
 
     def view(self, s: View) -> str:
         """A view's value: an element (row) of ``base``, its rows start..stop, or (``shape`` given,
         ``base`` flat) the runtime's ``view`` intrinsic, which costs a third of a slice and a
         ``reshape`` to compile."""
-        if s.stop is None:
-            return f"{s.base}[{self.affine(s.start)}]"
         if s.shape is None:
+            if s.stop is None:
+                return f"{s.base}[{self.affine(s.start)}]"
             return f"{s.base}[{self.affine(s.start)}:{self.affine(s.stop)}]"
         return f"view({s.base}, {self.affine(s.start)}, {self.shape(tuple(map(Affine.of, s.shape)), True)})"
 
@@ -222,4 +234,10 @@ def emit_module(kernels: list[Kernel], *, title: str, float_type: str, fastmath:
     (:func:`~codegen.outline.outline`), then each kernel."""
     head = _HEADER.format(version=version, title=title, float_type=float_type, fastmath=fastmath,
                           imports=import_line("symgrad.runtime", CPU_RUNTIME))
-    return emit_kernels(head, parts(outline([arena(k) for k in kernels])), lambda k: emit_kernel(k, float_type, fastmath))
+    done = parts(outline([arena(k) for k in kernels]))
+    if done.table:
+        width = max(len(r) for r in done.table)
+        rows = ",\n".join(f"    {list(r) + [0] * (width - len(r))}" for r in done.table)
+        head += (f"\n# {TABLE}[q]: the integers of part call q (codegen.parts: view offsets, extents, trip counts)\n"
+                 f"{TABLE} = np.array([\n{rows}], dtype=np.int64)\n")
+    return emit_kernels(head, done.functions, lambda k: emit_kernel(k, float_type, fastmath))

@@ -46,8 +46,10 @@ class CudaStmtPrinter(StmtPrinter):
         return super().alloc(s)
 
     def view(self, s: View) -> str:
-        if s.stop is None or s.shape is None:
+        if s.shape is None:
             return super().view(s)
+        if s.stop is None:
+            raise TypeError(f"a CUDA view needs its stop ({s.name})")
         flat = f"{s.base}[{self.affine(s.start)}:{self.affine(s.stop)}]"
         return flat + (f".reshape({self.shape(tuple(map(Affine.of, s.shape)), True)})" if len(s.shape) > 1 else "")
 

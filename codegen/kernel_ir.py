@@ -18,7 +18,7 @@ from typing import Iterator, Union
 
 import sympy as sp
 
-__all__ = ["Builtin", "Affine", "Index", "index", "Ref", "Dim", "Min", "Mul", "CallExpr", "Reciprocal", "Literal", "Int",
+__all__ = ["Builtin", "Affine", "Index", "index", "Ref", "Dim", "Min", "Mul", "CallExpr", "Reciprocal", "Literal", "Int", "Item", "Global",
            "Window", "Arg", "Expr", "Compute", "Loop", "Let", "Alloc", "View", "Call", "Fill", "If",
            "Return", "Barrier", "Launch", "Stmt", "Kernel", "walk_refs", "uses", "defines", "needed", "rename"]
 
@@ -134,6 +134,22 @@ class Literal:
 
 
 @dataclass(frozen=True)
+class Item:
+    """``array[index]``: an element or a row (a part function's integers, read from its row of the
+    module's part table)."""
+
+    array: str
+    index: Affine
+
+
+@dataclass(frozen=True)
+class Global:
+    """A module-level constant of the generated code, by name (the part table)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Int:
     """An integer argument passed as a run-time ``int64``, not a literal: Numba compiles a callee
     once per literal value it is called with (an offset into the parameters of each layer)."""
@@ -150,7 +166,7 @@ class Window:
     stop: Affine
 
 
-Arg = Union[str, int, Int, Affine, Literal, Window]
+Arg = Union[str, int, Int, Affine, Literal, Window, Item]
 
 
 @dataclass(frozen=True)
@@ -168,7 +184,7 @@ class Reciprocal:
     name: str
 
 
-Expr = Union[Affine, Dim, Min, Mul, CallExpr, Reciprocal]
+Expr = Union[Affine, Dim, Min, Mul, CallExpr, Reciprocal, Item, Global]
 
 
 # ---------------------------------------------------------------------- statements
@@ -218,9 +234,10 @@ class Alloc:
 
 @dataclass(frozen=True)
 class View:
-    """``name = base[start:stop]`` (``.reshape(shape)`` when given), or ``base[start]`` when
-    ``stop`` is None: a view, no copy. A shape's extent may be a named integer (a chunk's
-    ``rows``: a temporary's view of the chunk's buffer)."""
+    """``name = base[start:stop]``, reshaped to ``shape`` when given, or ``base[start]`` when
+    neither is: a view, no copy. A shape's extent may be a named integer (a chunk's ``rows``, a
+    part function's extent parameter), and with a shape ``stop`` may be left out (a part's views:
+    their size is a product of parameters)."""
 
     name: str
     base: str
@@ -335,6 +352,8 @@ def _arg_names(a: Arg) -> set[str]:
         return a.names()
     if isinstance(a, Window):
         return {a.base} | a.start.names() | a.stop.names()
+    if isinstance(a, Item):
+        return {a.array} | a.index.names()
     return set()
 
 
@@ -349,6 +368,10 @@ def _expr_names(e: Expr) -> set[str]:
         return {e.a, e.b}
     if isinstance(e, CallExpr):
         return set().union(*(_arg_names(a) for a in e.args))
+    if isinstance(e, Item):
+        return _arg_names(e)
+    if isinstance(e, Global):
+        return set()
     return {e.name}   # Reciprocal
 
 
@@ -437,6 +460,8 @@ def _rn_arg(a: Arg, m: dict[str, str]) -> Arg:
         return _rn_affine(a, m)
     if isinstance(a, Window):
         return Window(m.get(a.base, a.base), _rn_affine(a.start, m), _rn_affine(a.stop, m))
+    if isinstance(a, Item):
+        return Item(m.get(a.array, a.array), _rn_affine(a.index, m))
     return a
 
 
@@ -451,6 +476,10 @@ def _rn_expr(e: Expr, m: dict[str, str]) -> Expr:
         return Mul(m.get(e.a, e.a), m.get(e.b, e.b))
     if isinstance(e, CallExpr):
         return CallExpr(e.fn, tuple(_rn_arg(a, m) for a in e.args))
+    if isinstance(e, Item):
+        return _rn_arg(e, m)   # type: ignore[return-value]
+    if isinstance(e, Global):
+        return e
     return Reciprocal(m.get(e.name, e.name))
 
 

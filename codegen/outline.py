@@ -24,10 +24,10 @@ from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
-from symgrad.names import loop_function
+from symgrad.names import extent_name, loop_function
 
-from .kernel_ir import (Affine, Builtin, Call, CallExpr, Compute, Dim, Expr, If, Kernel, Let, Loop, Min, Mul, Ref,
-                        Stmt, Window, rename, uses)
+from .kernel_ir import (Affine, Builtin, Call, CallExpr, Compute, Dim, Expr, If, Int, Kernel, Let, Loop, Min, Mul,
+                        Ref, Stmt, Window, rename, uses)
 
 __all__ = ["outline"]
 
@@ -183,7 +183,68 @@ def outline(kernels: list[Kernel]) -> list[Kernel]:
             out.append(k)
             continue
         out.append(replace(k, body=tuple(_nests(k, k.body, _outer_uses(k.body), mod))))
-    return list(mod.functions.values()) + out
+    return _specialize(list(mod.functions.values()), out)
+
+
+# ---------------------------------------------------------------------- extents
+def _with_extents(s: Stmt, extents: dict[str, int]) -> Stmt:
+    """``s`` with each loop's constant extent a parameter (``len1``, ``len2``, ... into
+    ``extents``): nests that differ only in their sizes (layers of different widths) share one
+    function."""
+    if isinstance(s, Loop):
+        stop = s.stop
+        if stop.is_const and s.start == Affine() and s.step == Affine.of(1):
+            name = extent_name(len(extents) + 1)
+            extents[name] = stop.const
+            stop = Affine.of(name)
+        return replace(s, stop=stop, body=tuple(_with_extents(b, extents) for b in s.body))
+    if isinstance(s, If):
+        return replace(s, body=tuple(_with_extents(b, extents) for b in s.body))
+    return s
+
+
+def _calls_of(stmts: tuple[Stmt, ...], names: set[str]) -> list[Call]:
+    out: list[Call] = []
+    for s in stmts:
+        if isinstance(s, Call) and s.fn in names:
+            out.append(s)
+        out += _calls_of(getattr(s, "body", ()), names)
+    return out
+
+
+def _specialize(fns: list[Kernel], kernels: list[Kernel]) -> list[Kernel]:
+    """An extent every call passes the same value is a literal again: a constant trip count
+    compiles faster (no runtime checks, unrolled short loops) and runs as fast or faster; only
+    the sizes that really differ between the nests sharing a function stay parameters."""
+    calls = _calls_of(tuple(s for k in kernels for s in k.body), {f.name for f in fns})
+    fixed: dict[str, dict[str, int]] = {}
+    for f in fns:
+        mine = [c for c in calls if c.fn == f.name]
+        fixed[f.name] = {p: mine[0].args[j].value for j, p in enumerate(f.params)   # type: ignore[union-attr]
+                         if isinstance(mine[0].args[j], Int) and len({c.args[j] for c in mine}) == 1}
+    out = [replace(f, params=tuple(p for p in f.params if p not in fixed[f.name]),
+                   body=tuple(_literal_extents(b, fixed[f.name]) for b in f.body)) for f in fns]
+    return out + [replace(k, body=tuple(_drop_fixed(s, fns, fixed) for s in k.body)) for k in kernels]
+
+
+def _literal_extents(s: Stmt, values: dict[str, int]) -> Stmt:
+    if isinstance(s, Loop):
+        stop = s.stop
+        if len(stop.terms) == 1 and stop.terms[0][0] in values:
+            stop = Affine.of(values[stop.terms[0][0]])   # type: ignore[index]
+        return replace(s, stop=stop, body=tuple(_literal_extents(b, values) for b in s.body))
+    if isinstance(s, If):
+        return replace(s, body=tuple(_literal_extents(b, values) for b in s.body))
+    return s
+
+
+def _drop_fixed(s: Stmt, fns: list[Kernel], fixed: dict[str, dict[str, int]]) -> Stmt:
+    if isinstance(s, Call) and s.fn in fixed:
+        (f,) = [f for f in fns if f.name == s.fn]
+        return replace(s, args=tuple(a for p, a in zip(f.params, s.args) if p not in fixed[s.fn]))
+    if isinstance(s, (Loop, If)):
+        return replace(s, body=tuple(_drop_fixed(b, fns, fixed) for b in s.body))
+    return s
 
 
 # ---------------------------------------------------------------------- loop nests
@@ -225,8 +286,13 @@ def _nests(k: Kernel, body: tuple[Stmt, ...], outer: set[str], mod: _Module) -> 
         if names.outer_scalar_write or (set(names.local) - names.loop_vars) & outer:
             out.append(s)
             continue
-        writes = _written(s)
+        extents: dict[str, int] = {}
+        nest = _with_extents(s, extents)
+        names = _names([nest])
+        writes = _written(nest)
         params = _loop_params(names, writes)
-        fn = mod.function(s, names, params, f"From {k.name}: writes {', '.join(writes)}.")
-        out.append(Call(fn.name, params, frozenset(writes), s.comment or f"writes {', '.join(writes)}"))
+        fn = mod.function(nest, names, params, f"From {k.name}: writes {', '.join(writes)}.")
+        args = tuple(Int(extents[p]) if p in extents else p for p in params)
+        out.append(Call(fn.name, args, frozenset(writes), s.comment or f"writes {', '.join(writes)}"))
     return out
+

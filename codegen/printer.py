@@ -85,8 +85,8 @@ class NumbaPrinter(PythonCodePrinter):
         return f"({self._lit(1)} if {a} > 0 else ({self._lit(-1)} if {a} < 0 else {self._lit(0)}))"
 
     def _print_tanh(self, expr: sp.Expr) -> str:
-        # symgrad.runtime.tanh: libm-free, so the loop around it vectorizes
-        return f"tanh({self._print(expr.args[0])})"
+        # symgrad.runtime.tanh_f64 / tanh_f32: libm-free, so the loop around it vectorizes
+        return f"tanh_{'f32' if self.float_type == 'float32' else 'f64'}({self._print(expr.args[0])})"
 
     def _print_Abs(self, expr: sp.Expr) -> str:
         return f"abs({self._print(expr.args[0])})"

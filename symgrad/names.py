@@ -12,18 +12,18 @@ import builtins
 import keyword
 import re
 
-__all__ = ["ARENAS", "CPU_RUNTIME", "CUDA_RUNTIME", "CUDA_TYPES", "KERNEL_LOCALS", "LOOP_VARS", "OUTLINED", "OFFSETS",
-           "RESERVED", "is_reserved", "loop_function", "part_function"]
+__all__ = ["ARENAS", "CPU_RUNTIME", "CUDA_RUNTIME", "CUDA_TYPES", "KERNEL_LOCALS", "LOOP_VARS", "OUTLINED", "INT_PARAMS",
+           "RESERVED", "is_reserved", "loop_function", "part_function", "offset_name", "extent_name"]
 
 #: what a generated CPU module imports from symgrad.runtime
-CPU_RUNTIME = ("add_into", "chunk_rows", "dot_nn", "dot_nt", "dot_tn", "dot_tt", "sigmoid", "softplus",
-               "sum_rows", "tanh", "view", "xlogy", "NoInline")
+CPU_RUNTIME = ("add_into", "chunk_rows", "dot_nn", "dot_nt", "dot_tn", "dot_tt", "empty_f32", "empty_f64",
+               "empty_i64", "sigmoid", "softplus", "sum_rows", "tanh_f32", "tanh_f64", "view", "xlogy", "NoInline")
 #: what a generated CUDA module imports from symgrad.cuda_runtime (a staged pass's host driver)
 CUDA_RUNTIME = ("THREADS_PER_BLOCK", "add_partials", "blocks_for", "gemm", "slot_index", "stage_rows", "zero")
 #: numba types a generated CUDA module imports
 CUDA_TYPES = ("cuda", "float32", "float64", "int64")
 #: modules, kernel arguments and loop variables of the generated code
-KERNEL_LOCALS = ("math", "np", "njit", "prange", "expm1", "theta", "v", "grad", "out", "hv", "partials",
+KERNEL_LOCALS = ("math", "np", "njit", "prange", "expm1", "PART_INTS", "part_ints", "theta", "v", "grad", "out", "hv", "partials",
                  "acc", "total", "chunk", "n_acc", "n_samples", "inv_n", "c", "c0", "c1", "r", "r0", "r1", "rows",
                  "i", "j", "k", "l", "m", "p", "q", "best", "best_at", "result", "reduce_partials", "blocks")
 #: the buffer a CPU chunk kernel's temporaries of each element type are views of (codegen.arena)
@@ -35,8 +35,9 @@ LOOP_VARS = re.compile(r"[ik][0-9]+")
 #: the functions codegen.outline makes of a CPU module's loop nests (loop1, loop2, ...) and
 #: codegen.parts of its kernels' runs of calls (part1, part2, ...)
 OUTLINED = re.compile(r"(loop|part)[0-9]+")
-#: a part function's offset parameters (where each view it makes starts): at1, at2, ...
-OFFSETS = re.compile(r"at[0-9]+")
+#: the integers of those functions: a part's offsets (where each view it makes starts: at1,
+#: at2, at2_rows, ...) and extents (len1, len2, ...: a loop's trip count, a view's shape)
+INT_PARAMS = re.compile(r"(at[0-9]+(_rows)?|len[0-9]+)")
 
 #: no IR value is ever named one of these
 RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
@@ -45,7 +46,7 @@ RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
 
 def is_reserved(name: str) -> bool:
     """Is ``name`` one the generated code uses for itself?"""
-    return name in RESERVED or any(p.fullmatch(name) is not None for p in (LOOP_VARS, OUTLINED, OFFSETS))
+    return name in RESERVED or any(p.fullmatch(name) is not None for p in (LOOP_VARS, OUTLINED, INT_PARAMS))
 
 
 def loop_function(n: int) -> str:
@@ -56,3 +57,13 @@ def loop_function(n: int) -> str:
 def part_function(n: int) -> str:
     """The name of a module's ``n``-th function of a run of calls."""
     return f"part{n}"
+
+
+def offset_name(n: int) -> str:
+    """A part function's ``n``-th offset parameter."""
+    return f"at{n}"
+
+
+def extent_name(n: int) -> str:
+    """An outlined function's ``n``-th extent parameter."""
+    return f"len{n}"

@@ -155,3 +155,20 @@ def test_add_into_and_sum_rows_add_in_order():
     want = out + a
     add_into(out, a)
     assert np.array_equal(out, want)
+
+
+def test_allocation_helpers_and_typed_tanh_forms() -> None:
+    from symgrad.runtime import EMPTY, empty_f32, empty_f64, empty_i64, tanh_f32, tanh_f64
+    for helper, dt in ((empty_f64, np.float64), (empty_f32, np.float32), (empty_i64, np.int64)):
+        a = helper(7)
+        assert a.shape == (7,) and a.dtype == dt and a.flags.c_contiguous
+    assert set(EMPTY.values()) == {"empty_f64", "empty_f32", "empty_i64"}
+
+    @njit
+    def both(x32, x64):  # type: ignore[no-untyped-def]
+        return tanh_f32(x32), tanh_f64(x64)
+
+    a, b = both(np.float32(0.5), 0.5)
+    assert str(both.nopython_signatures[0].return_type) == "Tuple(float32, float64)"
+    assert a == pytest.approx(math.tanh(0.5), rel=2e-7)
+    assert b == pytest.approx(math.tanh(0.5), rel=2e-15)

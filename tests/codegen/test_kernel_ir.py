@@ -83,8 +83,8 @@ def test_statements_print_for_each_target() -> None:
                   If(sp.StrictGreaterThan(a0, a1), ((a0, Ref("x", index("i"))), (a1, Ref("best"))), (Let("at", Affine.of("i")),)),
                   Return(a0, ((a0, Ref("total", index(0))),))])
     assert cpu.splitlines() == [
-        "r1 = min(r0 + chunk, n_samples)", "r0 = c * chunk", "z = np.empty((rows, 16), dtype=np.float64)",
-        "am = np.empty(rows, dtype=np.int64)", "acc[:] = 0", "acc = partials[c]", "inv_n = np.float64(1.0 / n_samples)",
+        "r1 = n_samples if n_samples < r0 + chunk else r0 + chunk", "r0 = c * chunk",
+        "z = view(empty_f64(rows * 16), 0, (rows, 16))", "am = empty_i64(rows)", "acc[:] = 0", "acc = partials[c]", "inv_n = np.float64(1.0 / n_samples)",
         "gemm(a, b, z, True)", "if x[i] > best:", "    at = i", "return total[0]"]
     cuda = _print([Alloc("acc", index(8), space="shared"), Alloc("h", index(4, 2), space="local"),
                    Alloc("g", (CallExpr("blocks_for", ("chunk",)), Affine.of(3)), space="device"),

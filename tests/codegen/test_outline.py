@@ -8,7 +8,8 @@ import numpy as np
 import sympy as sp
 
 import symgrad as sg
-from codegen.kernel_ir import Affine, Alloc, Call, Compute, Kernel, Let, Loop, Ref, index
+from codegen.emit_cpu import emit_module
+from codegen.kernel_ir import Affine, Alloc, Call, Compute, Int, Kernel, Let, Loop, Ref, index
 from codegen.outline import outline, rename
 
 a0, a1 = sp.symbols("a0 a1", real=True)
@@ -27,16 +28,27 @@ def _kernel(*body) -> Kernel:
 
 def test_nests_that_differ_only_in_names_share_one_function() -> None:
     fns = outline([_kernel(Alloc("h1", index("rows", 16)), _layer("z1", "b1", "h1", "add"),
-                           _layer("z2", "b2", "h2", "add_2"), _layer("z3", "b3", "h3", "add_3", width=8))])
+                           _layer("z2", "b2", "h2", "add_2"), _layer("t3", "b3", "h3", "add_3", width=16))])
     helpers, (k,) = fns[:-1], fns[-1:]
-    assert [f.name for f in helpers] == ["loop1", "loop2"]          # width 8 is another nest
+    assert [f.name for f in helpers] == ["loop1"]
     assert helpers[0].params == ("b1", "z1", "h1", "rows")         # arrays read, written, then integers
     calls = [s for s in k.body if isinstance(s, Call)]
     assert [(c.fn, c.args, c.writes) for c in calls] == [
         ("loop1", ("b1", "z1", "h1", "rows"), {"h1"}), ("loop1", ("b2", "z2", "h2", "rows"), {"h2"}),
-        ("loop2", ("b3", "z3", "h3", "rows"), {"h3"})]
+        ("loop1", ("b3", "t3", "h3", "rows"), {"h3"})]
     assert isinstance(k.body[0], Alloc)                              # what is not a pure nest stays
     assert helpers[0].body == (_layer("z1", "b1", "h1", "add"),)    # the first nest's own names and comments
+
+
+def test_nests_that_differ_in_their_extents_share_one_function_that_takes_them() -> None:
+    fns = outline([_kernel(_layer("z1", "b1", "h1", "add"), _layer("z2", "b2", "h2", "add_2", width=8),
+                           _layer("z3", "b3", "h3", "add_3", width=16))])
+    (fn, k) = fns
+    assert fn.params == ("b1", "z1", "h1", "rows", "len1")          # the width is a run-time integer
+    assert fn.body[0].body[0].stop == Affine.of("len1")
+    assert [c.args[-1] for c in k.body] == [Int(16), Int(8), Int(16)]
+    assert "np.int64(8)" in emit_module([Kernel("k", ("rows",), k.body)], title="t", float_type="float64",
+                                        fastmath=False, version="0")
 
 
 def test_a_nest_whose_scalar_is_read_outside_stays_inline() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 
 import symgrad as sg
 from codegen import parts as P
-from codegen.kernel_ir import Affine, Call, Int, Kernel, Let, Loop, View, index
+from codegen.kernel_ir import Affine, Call, Item, Kernel, Let, Loop, View
 
 try:
     from . import reference_numpy as R   # type: ignore[attr-defined]
@@ -44,63 +44,103 @@ def _kernel(n: int, *extra) -> Kernel:
     return Kernel("k_chunks", ("theta", "x", "out", "c0", "c1"), tuple(_params(n)) + (loop,))
 
 
-def _calls(stmts) -> list[tuple]:
-    return [(s.fn, s.args) for s in stmts if isinstance(s, Call)]
+def _view_value(v: View, ints: dict[str, int], base: str) -> tuple:
+    """A view as (base, constant offset, offset per row, shape), its integers resolved."""
+    const, per_row = 0, 0
+    for n, c in v.start.terms:
+        if n == "rows":
+            per_row += c
+        elif n.endswith("_rows"):
+            per_row += c * ints[n[:-5]]
+        else:
+            const += c * ints[n]
+    const += v.start.const
+    shape = tuple(d if isinstance(d, int) else (ints[d.terms[0][0]] if d.terms[0][0] in ints else "rows")
+                  for d in v.shape)
+    return base, const, per_row, shape
+
+
+def _original(k: Kernel) -> list[tuple]:
+    """The kernel's calls with each view argument as its value."""
+    views = {s.name: s for s in k.body + k.body[-1].body if isinstance(s, View) and s.shape is not None}
+    return [(s.fn, tuple(_view_value(views[a], {}, views[a].base) if a in views else a for a in s.args))
+            for s in k.body[-1].body if isinstance(s, Call)]
+
+
+def _through_parts(done: P.Parts) -> list[tuple]:
+    """The calls the parts make, in order, each view argument as its value."""
+    fns = {f.name: f for f in done.functions[:-1]}
+    loop = done.functions[-1].body[-1]
+    out = []
+    sites = []
+    for s in loop.body:
+        if isinstance(s, Call) and s.fn in fns:
+            sites.append((s, s.args[-1].index.const))
+        elif isinstance(s, Loop) and s.var == "q":
+            sites += [(s.body[0], q) for q in range(s.start.const, s.stop.const)]
+    for call, row in sites:
+        f = fns[call.fn]
+        outer = dict(zip(f.params, call.args))
+        ints: dict[str, int] = {}
+        made: dict[str, tuple] = {}
+        for b in f.body:
+            if isinstance(b, Let) and isinstance(b.value, Item):
+                ints[b.name] = done.table[row][b.value.index.const]
+            elif isinstance(b, View):
+                made[b.name] = _view_value(b, ints, outer[b.base])
+            elif isinstance(b, Call):
+                out.append((b.fn, tuple(made[a] if a in made else outer.get(a, a) for a in b.args)))
+    return out
 
 
 def test_a_short_run_stays_in_its_kernel() -> None:
     k = _kernel(2)
-    assert P.parts([k]) == [k]
+    assert P.parts([k]) == P.Parts([k], ())
 
 
-def test_a_long_run_is_cut_into_parts_that_share_functions() -> None:
+def test_a_long_run_is_cut_into_parts_that_share_functions_and_loops() -> None:
     k = _kernel(24)
-    fns = P.parts([k])
-    helpers, kernel = fns[:-1], fns[-1]
-    loop = kernel.body[-1]
+    done = P.parts([k])
+    helpers, kernel = done.functions[:-1], done.functions[-1]
     assert [h.name for h in helpers] == [f"part{j + 1}" for j in range(len(helpers))] and len(helpers) <= 3
-    calls = [s for s in loop.body if isinstance(s, Call)]
-    assert len(calls) > 2 and all(c.fn.startswith("part") for c in calls)
-    assert sum(c.fn == "part2" for c in calls) >= len(calls) - 2   # all but the first and last parts share
-    # the parts' calls, in order, are the kernel's calls as they were
-    by_name = {h.name: h for h in helpers}
-    flat = []
-    for c in calls:
-        h = by_name[c.fn]
-        m = dict(zip(h.params, c.args))
-        flat += [(s.fn, tuple(m.get(a, a) for a in s.args)) for s in h.body if isinstance(s, Call)]
-    want = [(s.fn, s.args) for s in k.body[-1].body if isinstance(s, Call)]
-    assert len(flat) == len(want) and [f for f, _ in flat] == [f for f, _ in want]
-    # a part makes its views from their base and a run-time offset: a constant one is an Int, not a literal
-    h = by_name[calls[1].fn]
-    made = [s for s in h.body if isinstance(s, View)]
-    assert made and all(v.start.terms and v.start.terms[0][0].startswith("at") for v in made)
-    offsets = [a for a in calls[1].args if isinstance(a, Int)]
-    assert offsets and all(isinstance(a.value, int) for a in offsets)
-    assert any(isinstance(a, Affine) and a.coeff("rows") for a in calls[1].args)
+    loop = kernel.body[-1]
+    repeats = [s for s in loop.body if isinstance(s, Loop)]
+    assert len(repeats) == 1 and repeats[0].stop.const - repeats[0].start.const >= 4   # the repeated part: a loop
+    # what the parts do, with their table rows, is what the kernel did
+    assert _through_parts(done) == _original(k)
+    # a part's integers are in the table, not in its code: the shared part has no literal offset
+    body = [b for b in helpers[1].body if isinstance(b, View)]
+    assert body and all(not v.start.const for v in body)
+    assert len(done.table) == len([s for s in loop.body if isinstance(s, Call)]) + sum(
+        r.stop.const - r.start.const for r in repeats)
     # the parameter views the kernel no longer reads itself are gone from it
     assert not [s for s in kernel.body if isinstance(s, View)]
 
 
+def test_layers_of_other_widths_share_parts_through_the_table() -> None:
+    body = [Let("rows", Affine.of("r1") + Affine.of("r0") * -1), View("x_c", "x", Affine.of("r0"), Affine.of("r1"))]
+    for j in range(24):
+        body += _layer(j, width=4 + j % 5)
+    k = Kernel("k_chunks", ("theta", "x", "c0", "c1"), tuple(_params(24)) + (Loop("c", Affine.of("c0"), Affine.of("c1"), tuple(body)),))
+    done = P.parts([k])
+    assert len(done.functions) <= 4
+    assert _through_parts(done) == _original(k)
+
+
 def test_parts_are_at_most_the_bounded_size_and_cut_before_products() -> None:
-    k = _kernel(40)
-    fns = P.parts([k])
-    for h in fns[:-1]:
-        assert len(h.body) <= P.MOST + 8
-    loop = fns[-1].body[-1]
-    by_name = {h.name: h for h in fns[:-1]}
-    for c in [s for s in loop.body if isinstance(s, Call)][1:]:
-        first = next(s for s in by_name[c.fn].body if isinstance(s, Call))
-        assert first.fn == "dot_nt"
+    done = P.parts([_kernel(40)])
+    fns = {f.name: f for f in done.functions[:-1]}
+    for f in fns.values():
+        assert sum(isinstance(b, (Call, View)) for b in f.body) <= P.MOST + 8
+    for f in list(fns.values())[1:]:
+        assert next(b for b in f.body if isinstance(b, Call)).fn == "dot_nt"
 
 
 def test_a_statement_parts_cannot_hold_ends_a_run() -> None:
     k = _kernel(20, Let("s", Affine.of("rows")), *_layer(30))
-    loop = P.parts([k])[-1].body[-1]
-    kinds = [type(s).__name__ for s in loop.body]
-    let = kinds.index("Let", 1)
-    assert kinds[let + 1:] == ["Call"]        # the layer after it is a run of its own (short: inline as calls)
-    assert loop.body[-1].fn.startswith("part") or loop.body[-1].fn == "loop1"
+    loop = P.parts([k]).functions[-1].body[-1]
+    after = loop.body[[type(s) for s in loop.body].index(Let, 1) + 1:]
+    assert {type(s) for s in after} <= {Call, View}   # the layer after it is a run of its own (short: calls)
 
 
 def _deep(depth: int):
