@@ -1,13 +1,14 @@
 """Compile latency against graph size: what a notebook user waits for.
 
 For deep narrow tanh MLPs (depth chosen so the forward program has about the
-requested number of ops), each in a fresh process with a fresh kernel cache
+requested number of ops; ``--mixed``: every layer another width, the activations
+in turn, so no two neighbouring layers are alike), each in a fresh process with a fresh kernel cache
 (symgrad.runtime's helpers already in Numba's cache, as after a first model
 on the machine): ``sg.compile``, then the first call of ``value_and_grad``,
 ``loss`` and ``predict`` (each compiles its kernels), then the same model in
 another fresh process from the cache. Reports seconds, and seconds per op.
 
-    python bench/compile_time.py [--ops 50,200,600] [--threads 1]
+    python bench/compile_time.py [--ops 50,200,600] [--threads 1] [--mixed]
 
 Threads: Numba and BLAS pinned (``--threads``); compile time is
 single-threaded (Numba holds a compiler lock).
@@ -32,8 +33,9 @@ import symgrad as sg
 depth, width = {depth}, 8
 x, t = sg.input("x", 4), sg.target("t", 2)
 h = x
+acts = ("tanh", "relu", "sigmoid", "softplus")
 for k in range(depth):
-    h = sg.dense(h, width, "tanh", name=f"l{{k}}")
+    h = sg.dense(h, 3 + k % 97 if {mixed} else width, acts[k % 4] if {mixed} else "tanh", name=f"l{{k}}")
 o = sg.dense(h, 2, name="out")
 rng = np.random.default_rng(0)
 X, T = rng.normal(size=(64, 4)), rng.normal(size=(64, 2))
@@ -59,10 +61,10 @@ def depth_for(ops: int) -> int:
     return max(1, round((ops - 12) / 5))
 
 
-def probe(depth: int, threads: int, cache: str, numba_cache: str) -> dict:
+def probe(depth: int, threads: int, cache: str, numba_cache: str, mixed: bool = False) -> dict:
     import symgrad
     code = PROBE.format(symgrad_dir=os.path.dirname(os.path.dirname(os.path.abspath(symgrad.__file__))),
-                        threads=threads, depth=depth)
+                        threads=threads, depth=depth, mixed=mixed)
     env = {**os.environ, "SYMGRAD_CACHE_DIR": cache, "NUMBA_CACHE_DIR": numba_cache,
            "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ops", default="50,200,600", help="forward-program sizes to probe")
     p.add_argument("--threads", type=int, default=1, help="Numba and BLAS threads (default 1)")
+    p.add_argument("--mixed", action="store_true",
+                   help="layers that do not repeat: widths 3, 4, 5, ... and tanh, relu, sigmoid, softplus in turn")
     args = p.parse_args(argv)
     threads = max(1, args.threads)
     rows = []
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         for ops in (int(s) for s in args.ops.split(",")):
             d = depth_for(ops)
             cache = os.path.join(tmp, f"d{d}")
-            cold, hot = probe(d, threads, cache, nb), probe(d, threads, cache, nb)
+            cold, hot = probe(d, threads, cache, nb, args.mixed), probe(d, threads, cache, nb, args.mixed)
             first = cold["compile_s"] + cold["value_and_grad_s"]
             rows.append([str(d), str(cold["forward_ops"]), str(cold["gradient_ops"]), str(cold["source_lines"]),
                          f"{cold['compile_s']:.2f}", f"{cold['value_and_grad_s']:.2f}", f"{cold['loss_s']:.2f}",

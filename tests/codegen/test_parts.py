@@ -154,12 +154,12 @@ def _deep(depth: int):
 
 
 def test_a_deep_network_through_parts_matches_the_reference() -> None:
-    depth = 18
+    depth = 12
     m, widths = _deep(depth)
     src = m.source("value_and_grad")
     assert "def part" in src and len(re.findall(r"^ +part\d+\(", src, re.M)) > 3
     rng = np.random.default_rng(1)
-    X, T = rng.normal(size=(300, 3)), rng.normal(size=(300, 2))
+    X, T = rng.normal(size=(150, 3)), rng.normal(size=(150, 2))
     theta = m.init(0)
     p = m.unflatten(theta)
     layers = [(p[f"l{k}.W"], p[f"l{k}.b"], "tanh" if k % 2 else "softplus") for k in range(depth)]
