@@ -34,7 +34,7 @@ class Builtin:
 Name = Union[str, Builtin]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Affine:
     """``sum(coef * name) + const``: an index or a loop bound, affine in named integers.
 
@@ -68,6 +68,13 @@ class Affine:
 
     def __mul__(self, k: int) -> Affine:
         return Affine(tuple((n, c * k) for n, c in self.terms if c * k), self.const * k, self.const_first)
+
+    def __eq__(self, other: object) -> bool:
+        """The same value: terms in any order, however it prints (``const_first``)."""
+        return isinstance(other, Affine) and self.const == other.const and dict(self.terms) == dict(other.terms)
+
+    def __hash__(self) -> int:
+        return hash((self.const, frozenset(self.terms)))
 
     def coeff(self, name: Name) -> int:
         """The coefficient of ``name`` (0 when it does not occur)."""
@@ -406,6 +413,8 @@ def uses(stmts: list[Stmt] | tuple[Stmt, ...]) -> set[str]:
             out |= _sym_names(s.expr, s.binds) if s.expr is not None else set()
         elif isinstance(s, Launch):
             out |= set(s.grid) | set(s.args)
+        elif not isinstance(s, Barrier):
+            raise TypeError(f"uses() does not know {type(s).__name__}")
     return out
 
 

@@ -37,6 +37,15 @@ def test_affine_arithmetic_and_coefficients() -> None:
     assert (w + Affine.of("i") * -2).names() == {"k"}      # a term that cancels disappears
     assert Affine.of(4).is_const and not e.is_const
     assert index("i", 3) == (Affine.of("i"), Affine.of(3))
+    # equal values are equal whatever the order of their terms or how they print
+    ab, ba = Affine.of("a") + Affine.of("b") * 2 + 5, Affine.of("b") * 2 + Affine.of("a") + 5
+    assert ab.terms != ba.terms and ab == ba and hash(ab) == hash(ba) and ab != ab + 1
+    assert Affine.of(5) == Affine((), 5, True) and len({ab, ba}) == 1
+
+
+def test_uses_refuses_a_statement_it_does_not_know() -> None:
+    with pytest.raises(TypeError, match="str"):
+        uses(["not a statement"])   # type: ignore[list-item]
 
 
 def test_affine_printing() -> None:
