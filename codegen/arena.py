@@ -7,8 +7,7 @@ temporaries, the arrays of shape ``(rows, ...)`` or of a fixed shape it allocate
 of one buffer per element type, allocated once per call and sized for the largest chunk
 (``chunk`` rows). Temporaries whose lifetimes do not overlap share space (first fit, in order
 of definition), so the buffer holds what one chunk needs at its peak, not the sum of
-everything; every slot starts a multiple of 8 elements in (64 bytes in float64), so rows stay
-aligned for vector loads.
+everything; every slot starts a multiple of 8 elements into the buffer (64 bytes in float64).
 
 A slot of a ``(rows, ...)`` temporary starts at ``fixed + rows * offset``: with ``rows`` at
 most ``chunk``, the slots of one chunk are disjoint for any row count.

@@ -119,8 +119,8 @@ class StmtPrinter:
         helper = EMPTY["int64" if s.dtype == "int64" else self.exprs.float_type]   # compiled once per machine
         if len(s.shape) == 1:
             return f"{s.name} = {helper}({self.value(s.shape[0])})"
-        size = " * ".join(f"({self.value(d)})" if isinstance(d, Affine) and len(d.terms) + bool(d.const) > 1
-                          else self.value(d) for d in s.shape)
+        simple = lambda d: isinstance(d, Affine) and len(d.terms) + bool(d.const) <= 1   # noqa: E731
+        size = " * ".join(self.value(d) if simple(d) else f"({self.value(d)})" for d in s.shape) or "1"
         return f"{s.name} = view({helper}({size}), 0, {self.shape(s.shape)})"
 
     def view(self, s: View) -> str:

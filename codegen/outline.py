@@ -5,15 +5,17 @@ simplification, value propagation) take superlinear time in a function's size; a
 kernel also repeats the same loop nest once per layer. So the CPU emitter moves every *pure*
 loop nest (loops, scalar computations, branches; nothing that allocates or calls for its effect)
 into a function of its own (``loop1``, ``loop2``, ...), and nests that differ only in the names
-they touch share one function, called with each nest's own arrays: the hidden layers of a deep
+they touch and their loop extents share one function, called with each nest's own arrays: the hidden layers of a deep
 tanh network compile one loop function, shared by every kind of the module. Measured on this
 project's 2-core host (a 38-layer, 16-wide tanh MLP, fresh cache): the first ``value_and_grad``
 went from 21.9 s to 10.1 s, ``loss`` and ``predict`` after it from 9.0 s to 4.2 and 4.6 s.
 
 The functions are compiled ``noinline`` (:class:`symgrad.runtime.NoInline`: Numba links a
 callee's LLVM IR into every caller, and inlining would rebuild the one big function) and without
-the wrappers Python calls need. Their arguments are names, never integer literals (Numba
-compiles one specialization per literal value it is called with).
+the wrappers Python calls need. Their arguments are names and, for an extent that differs
+between the nests sharing a function, ``np.int64(n)``: never an integer literal (Numba compiles
+one specialization per literal value it is called with). A nest that writes a scalar it reads
+from outside, or defines one read elsewhere, stays inline.
 
 What remains of a long kernel, its run of calls on views, is cut into shared functions in turn
 by :mod:`codegen.parts`.

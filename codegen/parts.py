@@ -4,8 +4,8 @@ distinct run, called in loops where they repeat.
 After :mod:`codegen.arena` and :mod:`codegen.outline`, a chunk loop is mostly a run of calls (BLAS
 products, loop functions) on views: of the parameters, of the chunk's buffer, of its
 accumulator. LLVM's function passes take superlinear time in a function's size (measured: 400
-views and calls in one function, 1.9 s of function passes; 200, 0.57 s), so a run longer than
-:data:`LONG` statements is cut into parts of at most about :data:`MOST` statements, each a
+views and calls in one function, 1.9 s of function passes; 200, 0.57 s), so when a chunk loop's
+runs hold more than :data:`LONG` statements together, each run is cut into parts of at most about :data:`MOST` statements, each a
 function ``part1``, ``part2``, ... that makes the views it needs itself, from their base array.
 
 A part's integers (where each view starts, its extents, the trip counts of the loop functions
@@ -34,7 +34,8 @@ from .kernel_ir import Affine, Call, Fill, Global, Int, Item, Kernel, Let, Loop,
 
 __all__ = ["parts", "Parts", "LONG", "MOST", "FEWEST", "REPEATS", "HUGE", "TABLE"]
 
-#: a run of calls longer than this (statements, with the views it needs) is cut into parts
+#: a chunk loop whose runs of calls hold more than this together (statements, with the views
+#: they need) has every run cut into parts
 LONG = 64
 #: a part's statements, at most (a single call with more views is a part of its own)
 MOST = 40
@@ -153,7 +154,7 @@ class _Builder:
                 self.need(m)
         k = sum(isinstance(s, View) for s in self.head) + 1
         start = Affine.of(self.integer(v.start.const, offset_name(2 * k - 1)))
-        if any(not isinstance(d, int) and d.names() for d in v.shape or ()):   # a (rows, ...) temporary
+        if v.start.coeff("rows") or any(not isinstance(d, int) and d.names() for d in v.shape or ()):   # per row
             self.need("rows")
             step = self.integer(v.start.coeff("rows"), offset_name(2 * k))
             self.head.append(Let(f"{step}_rows", Mul("rows", step)))
@@ -274,7 +275,7 @@ def _kernel(k: Kernel, reg: _Registry, table: list[tuple[int, ...]]) -> Kernel:
         reg.functions = known   # parts that do not repeat cost more than they save: the kernel stays
         del table[rows:]
         return k
-    new_loop = replace(loop, body=tuple(_live_views(body, set())))
+    new_loop = replace(loop, body=tuple(_live_views(body, uses(tail))))
     new_head = _live_views(head, uses([new_loop] + tail))
     local = Let(LOCAL_TABLE, Global(TABLE), f"the parts' integers: one reference to the module's table")
     return replace(k, body=tuple(new_head + [local, new_loop] + tail))

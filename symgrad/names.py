@@ -22,7 +22,7 @@ CPU_RUNTIME = ("add_into", "chunk_rows", "dot_nn", "dot_nt", "dot_tn", "dot_tt",
 CUDA_RUNTIME = ("THREADS_PER_BLOCK", "add_partials", "blocks_for", "gemm", "slot_index", "stage_rows", "zero")
 #: numba types a generated CUDA module imports
 CUDA_TYPES = ("cuda", "float32", "float64", "int64")
-#: modules, kernel arguments and loop variables of the generated code
+#: modules, kernel arguments, loop variables and the part table (module and local) of the generated code
 KERNEL_LOCALS = ("math", "np", "njit", "prange", "expm1", "PART_INTS", "part_ints", "theta", "v", "grad", "out", "hv", "partials",
                  "acc", "total", "chunk", "n_acc", "n_samples", "inv_n", "c", "c0", "c1", "r", "r0", "r1", "rows",
                  "i", "j", "k", "l", "m", "p", "q", "best", "best_at", "result", "reduce_partials", "blocks")

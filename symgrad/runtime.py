@@ -96,9 +96,6 @@ def expm1(y):  # type: ignore[no-untyped-def]
     return _F64[0](y)
 
 
-#: the typed forms generated code calls directly (an overload's implementation is compiled again
-#: in every process, ~0.2 s; these load from Numba's cache)
-tanh_f64, tanh_f32 = _F64[1], _F32[1]
 
 
 def tanh(x):  # type: ignore[no-untyped-def]
