@@ -30,12 +30,10 @@ sys.path[:0] = [{symgrad_dir!r}]
 import numpy as np, numba
 numba.set_num_threads({threads})
 import symgrad as sg
-depth, width = {depth}, 8
 x, t = sg.input("x", 4), sg.target("t", 2)
 h = x
-acts = ("tanh", "relu", "sigmoid", "softplus")
-for k in range(depth):
-    h = sg.dense(h, 3 + k % 97 if {mixed} else width, acts[k % 4] if {mixed} else "tanh", name=f"l{{k}}")
+for k, (width, act) in enumerate({layers!r}):
+    h = sg.dense(h, width, act, name=f"l{{k}}")
 o = sg.dense(h, 2, name="out")
 rng = np.random.default_rng(0)
 X, T = rng.normal(size=(64, 4)), rng.normal(size=(64, 2))
@@ -61,15 +59,22 @@ def depth_for(ops: int) -> int:
     return max(1, round((ops - 12) / 5))
 
 
-def probe(depth: int, threads: int, cache: str, numba_cache: str, mixed: bool = False) -> dict:
+def layers_for(depth: int, mixed: bool) -> list[tuple[int, str]]:
+    """Hidden layers (width, activation): 8 tanh units each, or with ``mixed`` widths 3, 4, 5, ... and
+    the activations in turn."""
+    acts = ("tanh", "relu", "sigmoid", "softplus")
+    return [(3 + k % 97, acts[k % 4]) if mixed else (8, "tanh") for k in range(depth)]
+
+
+def probe(layers: list[tuple[int, str]], threads: int, cache: str, numba_cache: str) -> dict:
     import symgrad
     code = PROBE.format(symgrad_dir=os.path.dirname(os.path.dirname(os.path.abspath(symgrad.__file__))),
-                        threads=threads, depth=depth, mixed=mixed)
+                        threads=threads, layers=layers)
     env = {**os.environ, "SYMGRAD_CACHE_DIR": cache, "NUMBA_CACHE_DIR": numba_cache,
            "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if r.returncode:
-        raise SystemExit(f"probe (depth {depth}) failed:\n{r.stdout}{r.stderr}")
+        raise SystemExit(f"probe ({len(layers)} hidden layers) failed:\n{r.stdout}{r.stderr}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -84,13 +89,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="symgrad-compile-") as tmp:
         nb = os.path.join(tmp, "numba")
-        probe(1, threads, os.path.join(tmp, "warm"), nb)   # symgrad.runtime's helpers into Numba's cache
-        for ops in (int(s) for s in args.ops.split(",")):
-            d = depth_for(ops)
-            cache = os.path.join(tmp, f"d{d}")
-            cold, hot = probe(d, threads, cache, nb, args.mixed), probe(d, threads, cache, nb, args.mixed)
+        probe(layers_for(1, False), threads, os.path.join(tmp, "warm"), nb)   # symgrad.runtime's helpers into Numba's cache
+        nets = [("4-16-16-2 tanh MLP", [(16, "tanh"), (16, "tanh")])]
+        nets += [(str(d), layers_for(d, args.mixed)) for d in (depth_for(int(s)) for s in args.ops.split(","))]
+        for label, layers in nets:
+            cache = os.path.join(tmp, f"net{len(rows)}")
+            cold, hot = probe(layers, threads, cache, nb), probe(layers, threads, cache, nb)
             first = cold["compile_s"] + cold["value_and_grad_s"]
-            rows.append([str(d), str(cold["forward_ops"]), str(cold["gradient_ops"]), str(cold["source_lines"]),
+            rows.append([label, str(cold["forward_ops"]), str(cold["gradient_ops"]), str(cold["source_lines"]),
                          f"{cold['compile_s']:.2f}", f"{cold['value_and_grad_s']:.2f}", f"{cold['loss_s']:.2f}",
                          f"{cold['predict_s']:.2f}", f"{1e3 * first / cold['forward_ops']:.1f}",
                          f"{hot['compile_s'] + hot['value_and_grad_s']:.2f} ({hot['cache']})"])

@@ -20,13 +20,15 @@ literal argument value, and each ``np.int64(...)`` cast costs ~1.5 ms of typing 
 A part defines nothing its kernel reads afterwards: every value it writes lives in a buffer the
 kernel holds. Cuts prefer the start of a group of products (a BLAS call after other work) once
 a part has :data:`FEWEST` statements, so a repeated layer falls on the same cut in every
-repetition.
+repetition. A piece shorter than that (a run between two statements parts cannot hold, the
+end of a run) becomes a part only where a part of its form exists already: a function of its
+own would serve one call.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from symgrad.names import OUTLINED, extent_name, offset_name, part_function
+from symgrad.names import OUTLINED, PART_TABLE, PART_TABLE_LOCAL, extent_name, offset_name, part_function
 from symgrad.runtime import BLAS_HELPERS
 
 from .arena import chunk_loop
@@ -39,7 +41,8 @@ __all__ = ["parts", "Parts", "LONG", "MOST", "FEWEST", "REPEATS", "HUGE", "TABLE
 LONG = 64
 #: a part's statements, at most (a single call with more views is a part of its own)
 MOST = 40
-#: a part's statements before a cut at the start of a group of products
+#: a part's statements before a cut at the start of a group of products; a shorter piece of a
+#: form no part has yet stays inline
 FEWEST = 16
 #: parts are kept when each new part function serves this many calls on average (or the run is
 #: longer than HUGE): every function costs a fixed ~70 ms, and Numba links (and optimizes again)
@@ -48,7 +51,7 @@ FEWEST = 16
 REPEATS = 2
 HUGE = 3000
 #: the module's table of the parts' integers (one row per call), and a kernel's local name for it
-TABLE, LOCAL_TABLE = "PART_INTS", "part_ints"
+TABLE, LOCAL_TABLE = PART_TABLE, PART_TABLE_LOCAL
 
 _BLAS = frozenset(BLAS_HELPERS.values())
 
@@ -262,16 +265,28 @@ def _kernel(k: Kernel, reg: _Registry, table: list[tuple[int, ...]]) -> Kernel:
         return k
     known, rows = dict(reg.functions), len(table)
     body: list[Stmt] = []
-    calls = 0
+    calls = short = 0
     for g in segments:
         if not isinstance(g, tuple):
             body.append(g)
             continue
         made, run = g
-        cut = [_part(k, p, views, reg) for p in _cut(run, views)]
-        calls += len(cut)
-        body += made + _calls(cut, table)
-    if calls < REPEATS * (len(reg.functions) - len(known)) and total <= HUGE:
+        body += made
+        cut: list[_Call] = []
+        for piece in _cut(run, views):
+            before = len(reg.functions)
+            call = _part(k, piece, views, reg)
+            if len(reg.functions) > before and sum(_cost(s, views) for s in piece) < FEWEST:
+                reg.functions.popitem()   # a short piece of a form met first here stays inline
+                body += _calls(cut, table) + piece
+                cut = []
+                short += 1
+                continue
+            cut.append(call)
+            calls += 1
+        body += _calls(cut, table)
+    # (an inline piece is weighed as a function: keeping a small kernel whole compiles faster)
+    if calls < REPEATS * (len(reg.functions) - len(known) + short) and total <= HUGE:
         reg.functions = known   # parts that do not repeat cost more than they save: the kernel stays
         del table[rows:]
         return k

@@ -13,7 +13,7 @@ import numpy as np
 
 from .derivation import Derivation
 from .kinds import FLAT_ARRAYS, KIND_SPECS
-from .names import OUTLINED
+from .names import OUTLINED, PART_TABLE, PART_TABLE_LOCAL
 
 __all__ = ["Inspection"]
 
@@ -43,7 +43,12 @@ class Inspection:
                     called.add(n)
                     todo.append(inspect.getsource(getattr(module, n).py_func))
         helpers = [n for n in vars(module) if n in called]
-        return "\n\n".join([inspect.getsource(getattr(module, n).py_func) for n in helpers] + text)   # host code: plain
+        parts = [inspect.getsource(getattr(module, n).py_func) for n in helpers] + text   # host code: plain
+        table = re.search(rf"^# {PART_TABLE}\[q\].*?\], dtype=np\.int64\)$", self._group(KIND_SPECS[kind].group).source,
+                          re.M | re.S)
+        if table and any(PART_TABLE_LOCAL in t for t in parts):   # the integers the part calls read
+            parts.insert(0, table.group(0))
+        return "\n\n".join(parts)
 
     def derivation(self, kind: str = "value_and_grad") -> Derivation:
         """The derived program of a kernel kind: forward assignments, adjoints, tangents;

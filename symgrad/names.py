@@ -12,7 +12,7 @@ import builtins
 import keyword
 import re
 
-__all__ = ["ARENAS", "CPU_RUNTIME", "CUDA_RUNTIME", "CUDA_TYPES", "KERNEL_LOCALS", "LOOP_VARS", "OUTLINED", "INT_PARAMS",
+__all__ = ["ARENAS", "PART_TABLE", "PART_TABLE_LOCAL", "CPU_RUNTIME", "CUDA_RUNTIME", "CUDA_TYPES", "KERNEL_LOCALS", "LOOP_VARS", "OUTLINED", "INT_PARAMS",
            "RESERVED", "is_reserved", "loop_function", "part_function", "offset_name", "extent_name"]
 
 #: what a generated CPU module imports from symgrad.runtime
@@ -22,8 +22,10 @@ CPU_RUNTIME = ("add_into", "chunk_rows", "dot_nn", "dot_nt", "dot_tn", "dot_tt",
 CUDA_RUNTIME = ("THREADS_PER_BLOCK", "add_partials", "blocks_for", "gemm", "slot_index", "stage_rows", "zero")
 #: numba types a generated CUDA module imports
 CUDA_TYPES = ("cuda", "float32", "float64", "int64")
+#: the module's table of codegen.parts' integers (one row per part call), and a kernel's local name for it
+PART_TABLE, PART_TABLE_LOCAL = "PART_INTS", "part_ints"
 #: modules, kernel arguments, loop variables and the part table (module and local) of the generated code
-KERNEL_LOCALS = ("math", "np", "njit", "prange", "expm1", "PART_INTS", "part_ints", "theta", "v", "grad", "out", "hv", "partials",
+KERNEL_LOCALS = ("math", "np", "njit", "prange", "expm1", PART_TABLE, PART_TABLE_LOCAL, "theta", "v", "grad", "out", "hv", "partials",
                  "acc", "total", "chunk", "n_acc", "n_samples", "inv_n", "c", "c0", "c1", "r", "r0", "r1", "rows",
                  "i", "j", "k", "l", "m", "p", "q", "best", "best_at", "result", "reduce_partials", "blocks")
 #: the buffer a CPU chunk kernel's temporaries of each element type are views of (codegen.arena)

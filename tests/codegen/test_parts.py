@@ -4,6 +4,7 @@ same gradient and curvature products through them."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 
@@ -68,17 +69,23 @@ def _original(k: Kernel) -> list[tuple]:
 
 
 def _through_parts(done: P.Parts) -> list[tuple]:
-    """The calls the parts make, in order, each view argument as its value."""
+    """The calls the kernel makes, through its parts or inline, in order, each view argument as
+    its value."""
     fns = {f.name: f for f in done.functions[:-1]}
-    loop = done.functions[-1].body[-1]
+    kernel = done.functions[-1]
+    loop = kernel.body[-1]
+    own = {s.name: s for s in kernel.body + loop.body if isinstance(s, View) and s.shape is not None}
     out = []
     sites = []
     for s in loop.body:
-        if isinstance(s, Call) and s.fn in fns:
-            sites.append((s, s.args[-1].index.const))
+        if isinstance(s, Call):
+            sites.append((s, s.args[-1].index.const if s.fn in fns else None))
         elif isinstance(s, Loop) and s.var == "q":
             sites += [(s.body[0], q) for q in range(s.start.const, s.stop.const)]
     for call, row in sites:
+        if call.fn not in fns:   # inline
+            out.append((call.fn, tuple(_view_value(own[a], {}, own[a].base) if a in own else a for a in call.args)))
+            continue
         f = fns[call.fn]
         outer = dict(zip(f.params, call.args))
         ints: dict[str, int] = {}
@@ -111,10 +118,11 @@ def test_a_long_run_is_cut_into_parts_that_share_functions_and_loops() -> None:
     # a part's integers are in the table, not in its code: the shared part has no literal offset
     body = [b for b in helpers[1].body if isinstance(b, View)]
     assert body and all(not v.start.const for v in body)
-    assert len(done.table) == len([s for s in loop.body if isinstance(s, Call)]) + sum(
+    assert len(done.table) == len([s for s in loop.body if isinstance(s, Call) and s.fn.startswith("part")]) + sum(
         r.stop.const - r.start.const for r in repeats)
-    # the parameter views the kernel no longer reads itself are gone from it
-    assert not [s for s in kernel.body if isinstance(s, View)]
+    # the kernel keeps the parameter views its inline calls read (the last layer), no others
+    inline = {a for s in loop.body if isinstance(s, Call) and not s.fn.startswith("part") for a in s.args}
+    assert {s.name for s in kernel.body if isinstance(s, View)} == inline & {"W23", "b23"} == {"W23", "b23"}
 
 
 def test_layers_of_other_widths_share_parts_through_the_table() -> None:
@@ -137,10 +145,22 @@ def test_parts_are_at_most_the_bounded_size_and_cut_before_products() -> None:
 
 
 def test_a_statement_parts_cannot_hold_ends_a_run() -> None:
-    k = _kernel(20, Let("s", Affine.of("rows")), *_layer(30))
+    barrier = Let("s", Affine.of("rows"))
+    k = _kernel(20, barrier, *_layer(30))
     loop = P.parts([k]).functions[-1].body[-1]
-    after = loop.body[[type(s) for s in loop.body].index(Let, 1) + 1:]
-    assert {type(s) for s in after} <= {Call, View}   # the layer after it is a run of its own (short: calls)
+    at = loop.body.index(barrier)
+    assert any(isinstance(s, Call) and s.fn.startswith("part") for s in loop.body[:at])
+    # the layer after it is a short run of a form no part has: it stays inline, views first
+    layer = _layer(30)
+    assert list(loop.body[at + 1:]) == [s for s in layer if isinstance(s, View)] + [s for s in layer if isinstance(s, Call)]
+
+
+def test_parts_that_would_not_repeat_are_rolled_back() -> None:
+    body = [Let("rows", Affine.of("r1") + Affine.of("r0") * -1), View("x_c", "x", Affine.of("r0"), Affine.of("r1"))]
+    for j in range(24):   # every layer calls its own loop function: no two parts could share one
+        body += [replace(s, fn=f"loop{j + 1}") if isinstance(s, Call) and s.fn == "loop1" else s for s in _layer(j)]
+    k = Kernel("k_chunks", ("theta", "x", "c0", "c1"), tuple(_params(24)) + (Loop("c", Affine.of("c0"), Affine.of("c1"), tuple(body)),))
+    assert P.parts([k]) == P.Parts([k], ())
 
 
 def _deep(depth: int):
@@ -158,6 +178,7 @@ def test_a_deep_network_through_parts_matches_the_reference() -> None:
     m, widths = _deep(depth)
     src = m.source("value_and_grad")
     assert "def part" in src and len(re.findall(r"^ +part\d+\(", src, re.M)) > 3
+    assert src.startswith("# PART_INTS[q]")   # the integers the parts read, shown with them
     rng = np.random.default_rng(1)
     X, T = rng.normal(size=(150, 3)), rng.normal(size=(150, 2))
     theta = m.init(0)
