@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import itertools
 import keyword
+import math
 import re
 from typing import Callable, Sequence, Union
 
+import numpy as np
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
@@ -52,8 +54,8 @@ def _check_name(name: object, what: str) -> str:
 
 def _check_shape(shape: int | Sequence[int], what: str) -> tuple[int, ...]:
     dims = (shape,) if isinstance(shape, int) else tuple(shape)
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims) or len(dims) > 2:
-        raise GraphError(f"{what}: shape {shape!r} must be a positive int or a tuple of 1-2 positive ints")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise GraphError(f"{what}: shape {shape!r} must be a positive int or a tuple of positive ints")
     return dims
 
 
@@ -178,10 +180,14 @@ def _apply(name: str, expr_fn: Callable[..., sp.Expr], operands: Sequence[Tensor
         if t.kind != "real":
             raise GraphError(f"{name}: {t.name} holds integer labels; use it through a loss, or "
                              "sg.one_hot(labels) for a real (classes,) vector, not in arithmetic")
-    shapes = {t.shape for t in tensors if t.shape != ()}
-    if len(shapes) > 1:
+    try:
+        shape = tuple(int(d) for d in np.broadcast_shapes(*(t.shape for t in tensors)))
+    except ValueError:
         detail = ", ".join(f"{t.name} {t.shape}" for t in tensors)
-        raise GraphError(f"{name}: shapes do not broadcast ({detail}); only scalars broadcast")
+        raise GraphError(f"{name}: shapes do not broadcast ({detail}), by NumPy's rules") from None
+    tensors = [t if t.shape in ((), shape) else _broadcast_to(t, shape) for t in tensors]
+    it = iter(tensors)
+    items = [next(it) if isinstance(t, Tensor) else t for t in items]
     syms = iter(arg_symbols(len(tensors)))
     try:
         expr = sp.sympify(expr_fn(*[next(syms) if isinstance(t, Tensor) else t for t in items]))
@@ -189,8 +195,18 @@ def _apply(name: str, expr_fn: Callable[..., sp.Expr], operands: Sequence[Tensor
         raise GraphError(f"elementwise {name!r}: the function did not build a SymPy expression "
                          f"({type(e).__name__}: {e})") from e
     _check_expr(name, expr)
-    shape = shapes.pop() if shapes else ()
     return Tensor(Elementwise(ScalarFn(name, expr, len(tensors)), shape), tuple(tensors), label or name)
+
+
+def _broadcast_to(t: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``t`` repeated to ``shape`` by NumPy's rules, as an einsum: an axis ``t`` lacks, or has
+    with size 1, is an output letter it does not have (a size-1 axis a letter of its own, summed
+    over its one element), so the adjoint sums over the repeats."""
+    out = LETTERS[:len(shape)]
+    own = iter(LETTERS[len(shape):])
+    lead = len(shape) - len(t.shape)
+    letters = "".join(out[lead + k] if d == shape[lead + k] else next(own) for k, d in enumerate(t.shape))
+    return _einsum(f"{t.name}_bcast", f"{letters}->{out}", (t,), shape)
 
 
 def _binary(name: str, fn: Callable[[sp.Expr, sp.Expr], sp.Expr], a: Tensor | Number,
@@ -363,14 +379,39 @@ def _full(x: Tensor, what: str) -> str:
     return LETTERS[:len(x.shape)]
 
 
-def sum(x: Tensor) -> Tensor:  # noqa: A001
-    """Sum of all elements (per sample)."""
-    return _einsum("sum", f"{_full(x, 'sum')}->", (x,), ()) if x.shape else x
+def _axes(x: Tensor, axis: int | Sequence[int] | None, what: str) -> tuple[int, ...]:
+    """``axis`` (None: all, an int or a tuple, negative from the end) as sorted axes of ``x``."""
+    if axis is None:
+        return tuple(range(len(x.shape)))
+    items = (axis,) if isinstance(axis, int) else tuple(axis) if isinstance(axis, (tuple, list)) else None
+    if items is None or not all(isinstance(a, int) and not isinstance(a, bool) for a in items):
+        raise GraphError(f"{what}: axis must be None, an int or a tuple of ints, got {axis!r}")
+    rank = len(x.shape)
+    bad = [a for a in items if not -rank <= a < rank]
+    if bad:
+        raise GraphError(f"{what}: axis {bad[0]} is out of range for {x.name} of shape {x.shape}")
+    axes = sorted(a % rank for a in items)
+    if len(set(axes)) != len(axes):
+        raise GraphError(f"{what}: axis {axis!r} repeats an axis of {x.name}")
+    return tuple(axes)
 
 
-def mean(x: Tensor) -> Tensor:
-    """Mean of all elements (per sample)."""
-    return sum(x) * sp.Rational(1, x.size) if x.shape else x
+def sum(x: Tensor, axis: int | Sequence[int] | None = None) -> Tensor:  # noqa: A001
+    """Sum over ``axis`` (None: all elements), per sample, as NumPy's ``sum``."""
+    letters = _full(x, "sum")
+    axes = _axes(x, axis, "sum")
+    if not axes:
+        return x
+    kept = "".join(ch for k, ch in enumerate(letters) if k not in axes)
+    return _einsum("sum", f"{letters}->{kept}", (x,), tuple(d for k, d in enumerate(x.shape) if k not in axes))
+
+
+def mean(x: Tensor, axis: int | Sequence[int] | None = None) -> Tensor:
+    """Mean over ``axis`` (None: all elements), per sample."""
+    _full(x, "mean")
+    axes = _axes(x, axis, "mean")
+    count = math.prod(x.shape[k] for k in axes)
+    return sum(x, axes) * sp.Rational(1, count) if axes else x
 
 
 def _vector(x: Tensor, what: str) -> None:

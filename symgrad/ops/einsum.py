@@ -36,9 +36,11 @@ def parse_spec(spec: str) -> tuple[list[str], str]:
     return lhs.split(","), out
 
 
-def _adjoint_spec(spec: str, k: int, per_sample: bool) -> str:
+def _adjoint_spec(spec: str, k: int, per_sample: bool, g_batched: bool = False) -> str:
+    """Operand ``k``'s adjoint: the output's adjoint (batched also where the output is not, as a
+    per-sample Jacobian's cotangent of a parameter-only value) contracted with the others."""
     ins, out = parse_spec(spec)
-    new_ins = [out] + [p for i, p in enumerate(ins) if i != k]
+    new_ins = [(BATCH if g_batched and BATCH not in out else "") + out] + [p for i, p in enumerate(ins) if i != k]
     dst = ins[k]
     if per_sample and BATCH not in dst and any(BATCH in p for p in new_ins):
         dst = BATCH + dst
@@ -100,7 +102,7 @@ class Einsum(Op):
             others = a.args[:k] + a.args[k + 1:]
             if any(pb.b.constant_of(o) == 0 for o in others):
                 continue
-            pb.add(x, einsum(pb.b, f"d_{x.name}", _adjoint_spec(self.spec, k, pb.per_sample), (g,) + others,
+            pb.add(x, einsum(pb.b, f"d_{x.name}", _adjoint_spec(self.spec, k, pb.per_sample, g.batched), (g,) + others,
                              x.shape, note=f"d {a.out.name} / d {x.name}"))
 
     def jvp(self, pf: Pushforward, a: Assign, tangents: list[Value | None]) -> Value | None:

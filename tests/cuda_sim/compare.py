@@ -41,6 +41,12 @@ def models(dtype):
         o = W @ x + sg.param("b", 1)
         return sg.compile(sg.bce_with_logits(o, t) + 1e-2 * sg.l1(W), output=o, backend=backend, dtype=dtype)
 
+    def tensor3(backend):   # rank 3, NumPy broadcasting, a sum over an axis
+        x, t = sg.input("x", (2, 3, 4)), sg.target("t", (2, 4))
+        h = sg.tanh(x * sg.param("c", 4) + sg.param("b", (2, 1, 1))) - sg.param("d", (3, 1))
+        o = sg.sum(h, axis=1)
+        return sg.compile(sg.mse(o, t), output=o, backend=backend, dtype=dtype)
+
     def data_ce(rng, n):
         return rng.normal(size=(n, 3)), rng.integers(0, 4, n)
 
@@ -53,8 +59,11 @@ def models(dtype):
     def data_bce(rng, n):
         return rng.normal(size=(n, 4)), (rng.random((n, 1)) < 0.5).astype(float)
 
+    def data_tensor3(rng, n):
+        return rng.normal(size=(n, 2, 3, 4)), rng.normal(size=(n, 2, 4))
+
     return [("mlp_ce", mlp_ce, data_ce), ("mlp_mse", mlp_mse, data_mse), ("hinge", hinge, data_hinge),
-            ("bce", bce, data_bce)]
+            ("bce", bce, data_bce), ("tensor3", tensor3, data_tensor3)]
 
 
 def staged_models(dtype):
