@@ -16,7 +16,10 @@ from .dsl import (ACTIVATIONS, GraphError, Tensor, abs, bce, bce_with_logits, de
                   log, log_softmax, logsumexp, max, mean, mse, multiclass_hinge, nll, one_hot, param, relu,
                   sigmoid, silu, softmax, softmax_cross_entropy, softplus, sqrt, square, sum, swish,
                   tanh, target)
+from .convolution import (avg_pool1d, avg_pool2d, conv, conv1d, conv2d, global_avg_pool, max_pool1d,
+                          max_pool2d)
 from .gradcheck import gradcheck
+from .indexing import concat, flatten, pad, reshape, stack, transpose
 from .model import DataError, Model, compile
 
 __all__ = [
@@ -26,4 +29,6 @@ __all__ = [
     "exp", "log", "sqrt", "abs", "square", "sum", "mean", "max", "logsumexp", "softmax", "log_softmax",
     "one_hot", "mse", "l1_loss", "huber", "softmax_cross_entropy", "nll", "bce", "bce_with_logits", "hinge",
     "multiclass_hinge", "kl_div", "l2", "l1", "ACTIVATIONS",
+    "reshape", "flatten", "transpose", "pad", "concat", "stack",
+    "conv", "conv1d", "conv2d", "avg_pool1d", "avg_pool2d", "max_pool1d", "max_pool2d", "global_avg_pool",
 ]

@@ -105,6 +105,20 @@ class Tensor:
     def __neg__(self) -> Tensor: return _map("neg", lambda a: -a, self)
     def __pos__(self) -> Tensor: return self
 
+    # indexing and shapes: affine index maps (symgrad.indexing)
+    def __getitem__(self, key: object) -> Tensor:
+        from .indexing import getitem
+        return getitem(self, key)
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - NumPy's name
+        from .indexing import transpose
+        return transpose(self)
+
+    def reshape(self, *shape: int | Sequence[int]) -> Tensor:
+        from .indexing import reshape
+        return reshape(self, shape[0] if len(shape) == 1 else shape)
+
     def __matmul__(self, o: Tensor) -> Tensor: return _matmul(self, o)
     def __rmatmul__(self, o: Tensor) -> Tensor: return _matmul(o, self)
 
@@ -420,28 +434,68 @@ def _vector(x: Tensor, what: str) -> None:
         raise GraphError(f"{what}: expects a vector, got {x.name} of shape {x.shape}")
 
 
-def max(x: Tensor) -> Tensor:  # noqa: A001
-    """Largest element of a vector; its gradient goes to the (first) largest element."""
-    _vector(x, "max")
-    return Tensor(Gather(), (x, Tensor(ArgMax(), (x,), "argmax")), "max")
+def _last(x: Tensor, axes: tuple[int, ...]) -> Tensor:
+    """``x`` with ``axes`` moved last and merged into one axis (index maps, where needed)."""
+    from .indexing import reshape, transpose
+    rest = [k for k in range(len(x.shape)) if k not in axes]
+    order = rest + list(axes)
+    y = transpose(x, order) if order != list(range(len(x.shape))) else x
+    if len(axes) > 1:
+        y = reshape(y, tuple(x.shape[k] for k in rest) + (math.prod(x.shape[k] for k in axes),))
+    return y
 
 
-def logsumexp(x: Tensor) -> Tensor:
-    """log(sum(exp(x))), shifted by the (detached) maximum so it never overflows."""
-    _vector(x, "logsumexp")
-    m = Tensor(Detach(), (max(x),), "lse_shift")
-    s = sum(_apply("exp_shifted", lambda a, b: sp.exp(a - b), (x, m)))
+def _spread(m: Tensor, x: Tensor, axes: tuple[int, ...]) -> Tensor:
+    """``m``, reduced over ``axes`` of ``x``, repeated back to ``x``'s shape (a scalar as it is:
+    elementwise ops take scalars)."""
+    if not m.shape:
+        return m
+    letters = LETTERS[:len(x.shape)]
+    kept = "".join(ch for k, ch in enumerate(letters) if k not in axes)
+    return _einsum(f"{m.name}_bcast", f"{kept}->{letters}", (m,), x.shape)
+
+
+def max(x: Tensor, axis: int | Sequence[int] | None = None) -> Tensor:  # noqa: A001
+    """Largest element over ``axis`` (None: all); its gradient goes to the first largest
+    element (in C order over the axes)."""
+    _full(x, "max")
+    axes = _axes(x, axis, "max")
+    if not axes:
+        return x
+    y = _last(x, axes)
+    return Tensor(Gather(), (y, Tensor(ArgMax(), (y,), "argmax")), "max")
+
+
+def logsumexp(x: Tensor, axis: int | Sequence[int] | None = None) -> Tensor:
+    """log(sum(exp(x))) over ``axis`` (None: all), shifted by the (detached) maximum so it never
+    overflows."""
+    _full(x, "logsumexp")
+    axes = _axes(x, axis, "logsumexp")
+    if not axes:
+        return x
+    m = Tensor(Detach(), (max(x, axes),), "lse_shift")
+    s = sum(_apply("exp_shifted", lambda a, b: sp.exp(a - b), (x, _spread(m, x, axes))), axes)
     return _apply("logsumexp", lambda a, b: b + sp.log(a), (s, m))
 
 
-def softmax(x: Tensor) -> Tensor:
-    return _apply("softmax", lambda a, b: sp.exp(a - b), (x, logsumexp(x)))
+def softmax(x: Tensor, axis: int | Sequence[int] = -1) -> Tensor:
+    """exp(x - logsumexp(x, axis)), normalized over ``axis`` (the last by default)."""
+    axes = _axes(_real_tensor(x, "softmax"), axis, "softmax")
+    return _apply("softmax", lambda a, b: sp.exp(a - b), (x, _spread(logsumexp(x, axes), x, axes)))
 
 
-def log_softmax(x: Tensor) -> Tensor:
-    out = _apply("log_softmax", lambda a, b: a - b, (x, logsumexp(x)))
-    out.logits = x
+def log_softmax(x: Tensor, axis: int | Sequence[int] = -1) -> Tensor:
+    """x - logsumexp(x, axis) (the last axis by default)."""
+    axes = _axes(_real_tensor(x, "log_softmax"), axis, "log_softmax")
+    out = _apply("log_softmax", lambda a, b: a - b, (x, _spread(logsumexp(x, axes), x, axes)))
+    if len(axes) == len(x.shape):
+        out.logits = x   # nll of it splits at the logits (Gauss-Newton)
     return out
+
+
+def _real_tensor(x: object, what: str) -> Tensor:
+    _full(x, what)   # type: ignore[arg-type]
+    return x   # type: ignore[return-value]
 
 
 def _pick(x: Tensor, y: Tensor, what: str) -> Tensor:

@@ -1,5 +1,6 @@
-"""Lowering of the index ops: argmax as a scan over the vector, gather as an indexed read,
-scatter as a masked write over the vector's positions."""
+"""Lowering of the index ops: argmax as a scan over the last axis, gather as an indexed read,
+scatter as a masked write over the last axis's positions; loops over the leading axes around
+each."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -22,51 +23,58 @@ def _thread_local(L: Lowering, name: str) -> bool:
 
 
 def emit_argmax(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
-    """``best`` and ``best_at`` scan the vector; the first largest element wins (a strict ``>``)."""
+    """``best`` and ``best_at`` scan the last axis; the first largest element wins (a strict
+    ``>``), for each element of the leading axes."""
     x = a.args[0]
     src = L.store[x.name].name
-    lead = (row,) if x.batched and not _thread_local(L, x.name) else ()
+    *lead_idx, i = L.index_vars(len(x.shape))
+    lead = ((row,) if x.batched and not _thread_local(L, x.name) else ()) + tuple(lead_idx)
     best, at = L.name("best"), L.name("best_at")
-    (i,) = L.index_vars(1)
     el, b = sp.symbols("a0 a1", real=True)
-    dst = Ref(L.store[a.out.name].name) if L.rows_are_local and a.out.batched else L.ref(a.out, (), row)
+    if L.rows_are_local and a.out.batched:
+        dst = Ref(L.store[a.out.name].name, index(*lead_idx))
+    else:
+        dst = L.ref(a.out, tuple(lead_idx), row)
     assert isinstance(dst, Ref)
-    scan = Loop(i, Affine.of(1), Affine.of(x.shape[0]), (
+    scan = Loop(i, Affine.of(1), Affine.of(x.shape[-1]), (
         If(sp.StrictGreaterThan(el, b), ((el, Ref(src, index(*lead, i))), (b, Ref(best))), (
             Compute(Ref(best), el, ((el, Ref(src, index(*lead, i))),)), Let(at, Affine.of(i)))),))
-    return [Compute(Ref(best), el, ((el, Ref(src, index(*lead, 0))),), "=", f"{a.out.name} = argmax({x.name})"),
+    body = [Compute(Ref(best), el, ((el, Ref(src, index(*lead, 0))),), "=", f"{a.out.name} = argmax({x.name})"),
             Let(at, Affine()), scan, Compute(dst, sp.Symbol(at))]
+    return L.loops(x.shape[:-1], tuple(lead_idx), body)
 
 
 def emit_gather(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
-    """``v[idx]``: the index is read into a scalar first, so the element's index is affine in it."""
+    """``v[..., idx]``: the index is read into a scalar first, so the element's index is affine in it."""
     v, idx = a.args
+    lead_idx = L.index_vars(len(a.out.shape))
     s = sp.Symbol("a0", real=True)
-    if idx.batched and _thread_local(L, idx.name):
+    if idx.batched and _thread_local(L, idx.name) and not idx.shape:
         at, pre = L.store[idx.name].name, []
     else:
-        q = L.ref(idx, (), row)
+        q = L.ref(idx, lead_idx if idx.shape else (), row)
         assert isinstance(q, Ref)
         at = L.name(f"{idx.name}_at")
         pre = [Compute(Ref(at), s, ((s, q),))]
-    tgt, o = L.target(a, (), row)
-    return pre + [Compute(tgt, s, ((s, L.ref(v, (at,), row)),), o, f"{a.out.name} = {v.name}[{idx.name}]")]
+    tgt, o = L.target(a, lead_idx, row)
+    body = pre + [Compute(tgt, s, ((s, L.ref(v, (*lead_idx, at), row)),), o, f"{a.out.name} = {v.name}[..., {idx.name}]")]
+    return L.loops(a.out.shape, lead_idx, body)
 
 
 def emit_scatter(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
     x, idx = a.args
-    (i,) = L.index_vars(1)
+    *lead_idx, i = L.index_vars(len(a.out.shape))
     s, si, sq = sp.symbols("a0 a1 a2", real=True)
     expr = sp.Piecewise((s, sp.Eq(si, sq)), (0, True))
-    binds = [(si, Ref(i)), (sq, L.ref(idx, (), row))]
-    xr = L.ref(x, (), row)
+    binds = [(si, Ref(i)), (sq, L.ref(idx, tuple(lead_idx) if idx.shape else (), row))]
+    xr = L.ref(x, tuple(lead_idx), row)
     if isinstance(xr, Ref):
         binds.insert(0, (s, xr))
     else:
         expr = expr.xreplace({s: xr})
-    tgt, o = L.target(a, (i,), row)
-    return L.loops((a.op.size,), (i,), [Compute(tgt, expr, tuple(binds), o,
-                                                 f"{a.out.name} = one_hot({idx.name}) * {x.name}")])
+    tgt, o = L.target(a, (*lead_idx, i), row)
+    return L.loops(a.out.shape, (*lead_idx, i), [Compute(tgt, expr, tuple(binds), o,
+                                                         f"{a.out.name} = one_hot({idx.name}) * {x.name}")])
 
 
 register(ArgMax, LoweringRule(emit_argmax))

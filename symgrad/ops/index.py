@@ -1,8 +1,11 @@
-"""Index ops: argmax over a vector, gather (``v[idx]``) and its adjoint scatter.
+"""Index ops over the last axis: argmax, gather (``v[..., idx]``) and its adjoint scatter.
 
-They carry max (gather at the argmax), class labels (gather at the label) and
-log-sum-exp's shift. The index is never differentiated: gather and scatter are
-linear in their real argument and transpose into each other.
+They carry max (gather at the argmax, over any axis moved last; a max pool's
+windows), class labels (gather at the label) and log-sum-exp's shift. The
+leading axes are elementwise: ``idx`` has ``v``'s shape without its last axis
+(or is a scalar, as a label picking from a vector). The index is never
+differentiated: gather and scatter are linear in their real argument and
+transpose into each other.
 """
 from __future__ import annotations
 
@@ -28,15 +31,15 @@ def _switching(index: Linearity, value: Linearity) -> Linearity:
 
 @dataclass(frozen=True)
 class ArgMax(Op):
-    """Index of the largest element of a vector (first one on ties)."""
+    """Index of the largest element along the last axis (the first one on ties)."""
 
     differentiable = False
 
     def type(self, args: Sequence[Typed]) -> tuple[tuple[int, ...], bool, str]:
         (x,) = args
-        if len(x.shape) != 1 or x.kind != "real":
-            raise IRError(f"argmax: {x.name} of shape {x.shape} is not a real vector")
-        return (), x.batched, "index"
+        if not x.shape or x.kind != "real":
+            raise IRError(f"argmax: {x.name} of shape {x.shape} is not a real tensor with an axis")
+        return x.shape[:-1], x.batched, "index"
 
     def jvp(self, pf: Pushforward, a: Assign, tangents: list[Value | None]) -> Value | None:
         return None
@@ -53,13 +56,13 @@ class ArgMax(Op):
 
 @dataclass(frozen=True)
 class Gather(Op):
-    """``v[idx]`` for a vector v and an index value."""
+    """``v[..., idx]``: the element of each last-axis vector of v its index picks."""
 
     def type(self, args: Sequence[Typed]) -> tuple[tuple[int, ...], bool, str]:
         v, idx = args
-        if len(v.shape) != 1 or v.kind != "real" or idx.kind != "index" or idx.shape:
-            raise IRError(f"gather: {v.name}{v.shape} at {idx.name}{idx.shape} needs a real vector "
-                          "and a scalar index")
+        if not v.shape or v.kind != "real" or idx.kind != "index" or idx.shape not in ((), v.shape[:-1]):
+            raise IRError(f"gather: {v.name}{v.shape} at {idx.name}{idx.shape} needs a real tensor and an "
+                          "index shaped like it without its last axis (or a scalar index)")
         return v.shape[:-1], v.batched or idx.batched, "real"
 
     def vjp(self, pb: Pullback, a: Assign, g: Value) -> None:
@@ -76,11 +79,11 @@ class Gather(Op):
         return _switching(args[1], args[0])
 
     def evaluate(self, a: Assign, args: list[Any], n: int) -> Any:
-        v, idx = args
-        if not a.out.batched:
-            return v[idx]
-        v = np.broadcast_to(v, (n,) + a.args[0].shape)
-        return v[np.arange(n), np.broadcast_to(idx, (n,))]
+        v, idx = np.asarray(args[0]), np.asarray(args[1])
+        lead = (n,) if a.out.batched else ()
+        v = np.broadcast_to(v, lead + a.args[0].shape)
+        idx = np.broadcast_to(idx, lead + a.out.shape)
+        return np.take_along_axis(v, idx[..., None], -1)[..., 0]
 
     def format(self, a: Assign, latex: bool) -> str:
         return f"{display_name(a.out.name, latex)} = {display_name(a.args[0].name, latex)}[{display_name(a.args[1].name, latex)}]"
@@ -88,15 +91,16 @@ class Gather(Op):
 
 @dataclass(frozen=True)
 class Scatter(Op):
-    """A vector of length ``size``, zero but for ``a`` at position ``idx``."""
+    """A new last axis of length ``size``, zero but for ``a`` at position ``idx`` (elementwise
+    over the leading axes)."""
 
     size: int
 
     def type(self, args: Sequence[Typed]) -> tuple[tuple[int, ...], bool, str]:
         x, idx = args
-        if x.shape or x.kind != "real" or idx.kind != "index" or idx.shape:
-            raise IRError(f"scatter: {x.name}{x.shape} at {idx.name}{idx.shape} needs a real scalar and "
-                          "a scalar index")
+        if x.kind != "real" or idx.kind != "index" or idx.shape not in ((), x.shape):
+            raise IRError(f"scatter: {x.name}{x.shape} at {idx.name}{idx.shape} needs a real tensor and an "
+                          "index of its shape (or a scalar index)")
         return x.shape + (self.size,), x.batched or idx.batched, "real"
 
     def vjp(self, pb: Pullback, a: Assign, g: Value) -> None:
@@ -117,7 +121,7 @@ class Scatter(Op):
         x, idx = args
         lead = (n,) if a.out.batched else ()
         return np.where(np.arange(self.size) == np.reshape(idx, np.shape(idx) + (1,)),
-                        np.reshape(x, np.shape(x) + (1,)), 0.0) * np.ones(lead + (self.size,))
+                        np.reshape(x, np.shape(x) + (1,)), 0.0) * np.ones(lead + a.out.shape)
 
     def format(self, a: Assign, latex: bool) -> str:
         n = display_name(a.out.name, latex)

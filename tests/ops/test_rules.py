@@ -90,6 +90,40 @@ def test_index_rules():
     check_rules(loss, {"x": X, "y": Y}, 5)
 
 
+def test_index_map_rules():
+    """Slices, an int index, a transpose, padding, a reshape (scatter then map) and strided,
+    dilated, padded windows: the map's vjp (its scatter), jvp, and the scatter's own rules."""
+    from symgrad import convolution as conv, indexing
+    x = sg.input("x", (2, 6))
+    w = sg.param("w", (2, 6))
+    h = sg.tanh(w * x)
+    parts = [h[1, ::2], h[:, 4].T, indexing.pad(h, ((0, 1), (2, 0)), value=0.3)[2],
+             indexing.reshape(h, (3, 4))[1:, 0], indexing.concat([h[0, :2], h[1, -2:]])]
+    k = sg.param("k", (3, 2, 3))
+    c = conv.conv(h, k, stride=2, padding=2, dilation=2)
+    pooled = conv.avg_pool1d(h, 3, stride=2, padding=1)
+    loss = sum(sg.sum(sg.square(p)) for p in parts) + sg.sum(c * c) + sg.sum(sg.square(pooled))
+    check_rules(loss, {"x": RNG.normal(size=(4, 2, 6))}, 4)
+
+
+def test_index_scatter_is_the_transpose_of_its_map():
+    from symgrad.ops.index_map import AxisMap, IndexMap, IndexScatter, Map
+    m = Map((3, 2), (5,), (AxisMap((2, 1), -1),))   # out[i, j] = x[2i + j - 1]: x[-1] reads the fill
+    x, g = RNG.normal(size=5), RNG.normal(size=(3, 2))
+    Ax = IndexMap(m).evaluate(_Out(False), [x], 1)
+    ATg = IndexScatter(m).evaluate(_Out(False), [g], 1)
+    assert Ax[0, 0] == 0 and Ax[2, 1] == x[4]
+    assert np.sum(Ax * g) == pytest.approx(np.sum(x * ATg))
+    assert np.allclose(IndexMap(m, -np.inf).evaluate(_Out(False), [x], 1)[0, 0], -np.inf)
+
+
+class _Out:
+    """Just what evaluate reads of an assignment: whether its output is batched."""
+
+    def __init__(self, batched: bool) -> None:
+        self.out = type("V", (), {"batched": batched})()
+
+
 def test_detach_stops_the_gradient():
     x = sg.input("x", 3)
     w = sg.param("w", 3)

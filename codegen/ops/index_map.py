@@ -1,0 +1,88 @@
+"""Lowering of the index maps: a loop nest over the output reading the operand at the map's affine
+index, and its transpose, a loop nest over the operand adding into the output at that index.
+
+Where the map can leave the source's bounds (padding, a window at the edge), the read or the add
+sits under a test of exactly those axes, so nothing outside an array is ever touched; the padded
+element is the map's fill.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import sympy as sp
+
+from symgrad.ir import Assign
+from symgrad.ops.index_map import IndexMap, IndexScatter, Map
+
+from ..kernel_ir import Affine, Compute, If, Ref, Stmt
+from . import LoweringRule, register
+
+if TYPE_CHECKING:
+    from ..lower import Lowering
+
+
+def _source_index(m: Map, idx: tuple[str, ...]) -> tuple[Affine, ...]:
+    return tuple(Affine(tuple((v, c) for v, c in zip(idx, ax.coefs) if c), ax.const) for ax in m.axes)
+
+
+def _in_bounds(m: Map, idx: tuple[str, ...]) -> sp.Basic | None:
+    """The test that the source index lies in bounds, over the axes where it can leave them
+    (None: it never does)."""
+    syms = [sp.Symbol(v, integer=True) for v in idx]
+    tests = []
+    for ax, n in zip(m.axes, m.source):
+        e = sum((c * s for c, s in zip(ax.coefs, syms) if c), sp.Integer(ax.const))
+        lo = ax.const + sum(min(0, c * (d - 1)) for c, d in zip(ax.coefs, m.shape))
+        hi = ax.const + sum(max(0, c * (d - 1)) for c, d in zip(ax.coefs, m.shape))
+        if lo < 0:
+            tests.append(sp.GreaterThan(e, 0, evaluate=False))
+        if hi >= n:
+            tests.append(sp.StrictLessThan(e, n, evaluate=False))
+    return sp.And(*tests, evaluate=False) if len(tests) > 1 else tests[0] if tests else None
+
+
+def _fill(value: float) -> sp.Expr:
+    return sp.Float(value) if value not in (float("inf"), float("-inf")) else (sp.oo if value > 0 else -sp.oo)
+
+
+def emit_index_map(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
+    m, (x,) = a.op.map, a.args
+    idx = L.index_vars(len(m.shape))
+    s = sp.Symbol("a0", real=True)
+    r = L.ref(x, _source_index(m, idx), row)
+    expr, binds = (s, ((s, r),)) if isinstance(r, Ref) else (r, ())
+    tgt, op = L.target(a, idx, row)
+    comment = m.text(x.name, a.out.name, names=idx)
+    test = _in_bounds(m, idx)
+    if test is None:
+        body: list[Stmt] = [Compute(tgt, expr, binds, op, comment)]
+    elif op == "=":
+        body = [Compute(tgt, _fill(a.op.fill), (), "=", comment + f" ({a.op.fill:g} out of bounds)"),
+                If(test, (), (Compute(tgt, expr, binds, "="),))]
+    else:   # added into a batch sum: the padding adds its fill, which is 0 for every sum
+        body = [If(test, (), (Compute(tgt, expr, binds, op, comment),))]
+    return L.loops(m.shape, idx, body)
+
+
+def emit_index_scatter(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
+    """``out = 0`` over the source's shape, then every element added at its index."""
+    m, (g,) = a.op.map, a.args
+    zero_idx = L.index_vars(len(m.source))
+    tgt, op = L.target(a, zero_idx, row)
+    out: list[Stmt] = []
+    if op == "=":   # (an accumulator starts at zero already)
+        out = L.loops(m.source, zero_idx, [Compute(tgt, sp.Integer(0), (), "=", f"{a.out.name} = 0")])
+    idx = L.index_vars(len(m.shape))
+    s = sp.Symbol("a0", real=True)
+    r = L.ref(g, idx, row)
+    expr, binds = (s, ((s, r),)) if isinstance(r, Ref) else (r, ())
+    at, _ = L.target(a, _source_index(m, idx), row)
+    names = list(idx)
+    add = Compute(at, expr, binds, "+=", f"{a.out.name}[{', '.join(ax.text(names) for ax in m.axes)}] += "
+                                         f"{g.name}[{', '.join(names)}]")
+    test = _in_bounds(m, idx)
+    return out + L.loops(m.shape, idx, [add if test is None else If(test, (), (add,))])
+
+
+register(IndexMap, LoweringRule(emit_index_map))
+register(IndexScatter, LoweringRule(emit_index_scatter))
