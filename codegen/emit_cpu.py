@@ -158,7 +158,8 @@ class StmtPrinter:
             out.append(f"{pad}for {s.var} in range({bounds}):")
             self.block(s.body, depth + 1, out)
         elif isinstance(s, If):
-            out.append(f"{pad}if {_unwrap(self.scalar(s.test, s.binds))}:")
+            test = s.test.xreplace({sym: sp.Symbol(self.ref(r), real=True) for sym, r in s.binds})
+            out.append(f"{pad}if {_unwrap(self.exprs.doprint_test(test))}:")
             self.block(s.body, depth + 1, out)
         elif isinstance(s, Let):
             out.append(f"{pad}{s.name} = {self.value(s.value)}")

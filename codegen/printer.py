@@ -36,7 +36,17 @@ class NumbaPrinter(PythonCodePrinter):
         return self._lit(float(expr))
 
     def _print_Integer(self, expr: sp.Integer) -> str:
-        return self._lit(int(expr))
+        return str(int(expr)) if self._ints else self._lit(int(expr))
+
+    _ints = False
+
+    def doprint_test(self, expr: sp.Basic) -> str:
+        """A test: integers stay integers (an index map's bounds over loop variables)."""
+        self._ints = True
+        try:
+            return self.doprint_expr(expr)
+        finally:
+            self._ints = False
 
     def _print_Rational(self, expr: sp.Rational) -> str:
         return self._lit(float(expr))

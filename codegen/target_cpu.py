@@ -18,6 +18,7 @@ from .kernel_ir import Affine, Alloc, Call, CallExpr, Dim, Kernel, Let, Loop, Re
 from .lower import Lowering
 from .ops.einsum import provenance
 from .passes.finishing import chunk_prelude
+from .passes.fusion import split_rows
 from .targets import Backend
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ class CpuBackend(Backend):
     def close_rows(self, L: Lowering, fused: list[Stmt], kept: list[Value], local: set[str],
                    opaque: set[str]) -> list:
         allocs = [L.alloc(v, "rows") for v in kept]
-        return [a for a in allocs if a is not None] + [Loop("r", Affine(), Affine.of("rows"), tuple(fused))]
+        loops = [Loop("r", Affine(), Affine.of("rows"), tuple(piece)) for piece in split_rows(fused)]
+        return [a for a in allocs if a is not None] + loops
 
     def result(self, expr: sp.Expr, binds: tuple[tuple[sp.Symbol, Ref], ...], key: str) -> Stmt:
         return Return(expr, binds, key)
