@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sympy as sp
 
@@ -55,10 +55,11 @@ class Sink:
 class Store:
     """How a value is held in the generated code."""
 
-    kind: str              # array | scalar | const | acc
+    kind: str              # array | scalar | const | acc | map
     name: str = ""
     expr: sp.Expr | None = None
     acc_slot: int = 0      # first index in the accumulator (kind acc)
+    over: Any = None       # kind map: (operand, index map): read through, never stored
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,9 @@ class Lowering:
             return st.expr
         if st.kind == "scalar":
             return Ref(st.name)
+        if st.kind == "map":   # an index map read through: its operand at the mapped index
+            base, m = st.over
+            return self.ref(base, tuple(_compose(ax, idx) for ax in m.axes), row)
         lead = (row,) if v.batched else ()
         if not v.shape:
             return Ref(st.name, index(*lead))
@@ -207,6 +211,15 @@ class Lowering:
     def alloc(self, v: Value, rows: str | None, name: str = "") -> Alloc | None:
         """The allocation of ``v``'s array (under ``name`` if given), as the backend holds it."""
         return self.backend.alloc(self, v, rows, name or self.store[v.name].name)
+
+
+def _compose(ax: Any, idx: tuple[str | Affine, ...]) -> Affine:
+    """``sum(coefs[j] * idx[j]) + const``: an index map's axis at the given indices."""
+    out = Affine.of(ax.const)
+    for c, i in zip(ax.coefs, idx):
+        if c:
+            out = out + Affine.of(i) * c
+    return out
 
 
 def loop_vars(first: tuple[str, ...], stem: str, n: int) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .dsl import ACTIVATIONS, GraphError, Tensor, _check_name, _einsum, mean, param
 from .dsl import max as dsl_max
-from .indexing import index_map, reshape
+from .indexing import index_map, pad, reshape
 from .ops.index_map import AxisMap
 
 __all__ = ["conv", "conv1d", "conv2d", "avg_pool1d", "avg_pool2d", "max_pool1d", "max_pool2d", "global_avg_pool"]
@@ -65,6 +65,9 @@ def _windows(x: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], dilati
             raise GraphError(f"{name}: kernel {kernel} (dilation {dilation}) is larger than the padded input "
                              f"{tuple(m + b + a for m, (b, a) in zip(spatial, pads))} of {x.name} {x.shape}")
         out.append((n + before + after - span) // s + 1)
+    if any(b or a for b, a in pads):   # padded once, so the windows never leave the array: an
+        x = pad(x, ((0, 0),) + tuple(pads), value=fill)   # einsum reads them in place (codegen)
+        pads = tuple((0, 0) for _ in pads)
     r, cg, lead = len(kernel), c // groups, int(groups > 1)
     inner = tuple(out) + kernel if window_last else kernel + tuple(out)
     shape = ((groups,) if lead else ()) + (cg,) + inner

@@ -41,7 +41,7 @@ def simulated():
 
 def test_every_kind_matches_the_cpu_backend_in_the_simulator(simulated):
     kinds = ("loss", "value_and_grad", "predict", "hvp", "gnvp", "value_grad_hvp", "jacobian")
-    for model in ("mlp_ce", "mlp_mse", "hinge", "bce", "tensor3"):
+    for model in ("mlp_ce", "mlp_mse", "hinge", "bce", "tensor3", "cnn"):
         for kind in kinds:
             assert simulated[f"float64 {model} {kind}"] <= 1e-12, (model, kind)
     for model in ("mlp_mse", "bce"):

@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING
 import sympy as sp
 
 from symgrad.ir import Assign
+from symgrad.ops.einsum import Einsum
+from symgrad.ops.elementwise import Elementwise
 from symgrad.ops.index_map import IndexMap, IndexScatter, Map
 
 from ..kernel_ir import Affine, Compute, If, Ref, Stmt
 from . import LoweringRule, register
 
 if TYPE_CHECKING:
-    from ..lower import Lowering
+    from ..lower import Lowering, Store
 
 
 def _source_index(m: Map, idx: tuple[str, ...]) -> tuple[Affine, ...]:
@@ -84,5 +86,21 @@ def emit_index_scatter(L: Lowering, a: Assign, row: str | None) -> list[Stmt]:
     return out + L.loops(m.shape, idx, [add if test is None else If(test, (), (add,))])
 
 
-register(IndexMap, LoweringRule(emit_index_map))
+def store_index_map(L: Lowering, a: Assign) -> Store | None:
+    """A map that never leaves its operand's bounds, read only by elementwise ops and einsums
+    (which read their operands through ``L.ref``), is not stored: they read its operand at the
+    mapped index (a convolution's windows, a transpose, a slice). On the CPU, per sample."""
+    from ..lower import Store
+    m, (x,) = a.op.map, a.args
+    if L.limits.name != "cpu" or not (a.out.batched and x.batched and m.in_bounds_everywhere()):
+        return None
+    if L.store[x.name].kind not in ("array", "map") or a.out.name in {v.name for _, v in L.program.outputs}:
+        return None
+    users = L.consumers.get(a.out.name, [])
+    if not users or any(not isinstance(u.op, (Elementwise, Einsum)) for u in users):
+        return None
+    return Store("map", a.out.name, over=(x, m))
+
+
+register(IndexMap, LoweringRule(emit_index_map, store=store_index_map))
 register(IndexScatter, LoweringRule(emit_index_scatter))

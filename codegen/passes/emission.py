@@ -49,7 +49,7 @@ def unbatched_phase(L: Lowering, phase: str) -> list[Stmt]:
         if L.phase[a.out.name] != phase or not rule_for(a.op).computes:
             continue
         st = L.store[a.out.name]
-        if st.kind == "const" or (a.out.name in L.alias and phase == "C"):
+        if st.kind in ("const", "map") or (a.out.name in L.alias and phase == "C"):
             continue  # an alias's add happened in the shared accumulator
         g = L.backend.gemm(L, a)
         if g is not None:
@@ -83,7 +83,7 @@ def _batched_phase(L: Lowering) -> list:
     for a in L.assigns:
         if L.phase[a.out.name] != "B" or not rule_for(a.op).computes:
             continue
-        if L.store[a.out.name].kind == "const":
+        if L.store[a.out.name].kind in ("const", "map"):
             continue
         g = L.backend.gemm(L, a)
         if g is not None:

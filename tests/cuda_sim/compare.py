@@ -59,11 +59,21 @@ def models(dtype):
     def data_bce(rng, n):
         return rng.normal(size=(n, 4)), (rng.random((n, 1)) < 0.5).astype(float)
 
+    def cnn(backend):   # a padded conv, a max pool, an average pool, flatten, dense
+        img, y = sg.input("img", (1, 5, 5)), sg.labels("y", 3)
+        h = sg.max_pool2d(sg.conv2d(img, 2, 3, padding=1, activation="tanh", name="c1"), 2)
+        h = sg.avg_pool2d(sg.conv2d(h, 2, 2, stride=1, padding=1, name="c2"), 2)
+        o = sg.dense(sg.flatten(h), 3, name="f")
+        return sg.compile(sg.softmax_cross_entropy(o, y), output=o, backend=backend, dtype=dtype)
+
+    def data_cnn(rng, n):
+        return rng.normal(size=(n, 1, 5, 5)), rng.integers(0, 3, n)
+
     def data_tensor3(rng, n):
         return rng.normal(size=(n, 2, 3, 4)), rng.normal(size=(n, 2, 4))
 
     return [("mlp_ce", mlp_ce, data_ce), ("mlp_mse", mlp_mse, data_mse), ("hinge", hinge, data_hinge),
-            ("bce", bce, data_bce), ("tensor3", tensor3, data_tensor3)]
+            ("bce", bce, data_bce), ("tensor3", tensor3, data_tensor3), ("cnn", cnn, data_cnn)]
 
 
 def staged_models(dtype):
