@@ -17,7 +17,12 @@ from symgrad.cli import main as cli_main
 from symgrad.harness import command, methods, problems, protocol
 from symgrad.optim import HISTORY_FIELDS
 
-SKLEARN = ("logistic", "softmax", "digits_mlp", "autoencoder")
+try:
+    from . import test_convolution as C   # type: ignore[attr-defined]   (its NumPy convolution)
+except ImportError:   # pragma: no cover - run from the tests folder
+    import test_convolution as C   # type: ignore[no-redef]
+
+SKLEARN = ("logistic", "softmax", "digits_mlp", "autoencoder", "digits_cnn", "digits_resnet")
 
 
 # ----------------------------------------------------------------------------- problems
@@ -62,6 +67,19 @@ def numpy_objective(name: str, p: dict, data: tuple) -> float:
         return _bce(_mlp(p, x, 3), t) + 1e-4 * _l2(p, 3)
     if name == "sine":
         return float(np.mean((_mlp(p, x, 2) - t) ** 2))
+    if name == "digits_cnn":
+        relu = lambda z: np.maximum(z, 0)   # noqa: E731
+        h = C.np_max_pool(relu(C.np_conv(x, p["c1.W"], p["c1.b"], (1, 1), [(1, 1)] * 2, (1, 1))), (2, 2), (2, 2), 0)
+        h = C.np_max_pool(relu(C.np_conv(h, p["c2.W"], p["c2.b"], (1, 1), [(1, 1)] * 2, (1, 1))), (2, 2), (2, 2), 0)
+        z = relu(h.reshape(len(x), -1) @ p["f1.W"].T + p["f1.b"]) @ p["f2.W"].T + p["f2.b"]
+        return _ce(z, t)
+    if name == "digits_resnet":
+        def conv(h, k):
+            return C.np_conv(h, p[f"{k}.W"], p[f"{k}.b"], (1, 1), [(1, 1)] * 2, (1, 1))
+        h = np.maximum(conv(x, "stem"), 0)
+        for k in (1, 2):
+            h = np.maximum(h + conv(np.maximum(conv(h, f"b{k}a"), 0), f"b{k}b"), 0)
+        return _ce(h.mean(axis=(2, 3)) @ p["fc.W"].T + p["fc.b"], t)
     assert name == "autoencoder"
     return float(np.mean((_mlp(p, x, 4) - t) ** 2))
 
@@ -79,7 +97,7 @@ def test_builtin_problem_matches_numpy(name):
     f = model.loss(th0, *inst.train)
     assert f == pytest.approx(numpy_objective(name, params, inst.train), rel=1e-12)
     v = np.random.default_rng(0).normal(size=model.n_params)   # the gradient along a random direction
-    h = 1e-5
+    h = 1e-8 if name.startswith("digits_") and name != "digits_mlp" else 1e-5   # relu kinks: a short step
     slope = (model.loss(th0 + h * v, *inst.train) - model.loss(th0 - h * v, *inst.train)) / (2 * h)
     assert model.grad(th0, *inst.train) @ v == pytest.approx(slope, rel=1e-6, abs=1e-9)
     if inst.heldout is not None:   # features standardized with the train rows' statistics only

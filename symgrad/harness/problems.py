@@ -357,6 +357,56 @@ def _autoencoder() -> Instance:
     return Instance(model, (xt, xt), (xh, xh), None, None, torch_loss)
 
 
+def _digit_images(data: Data) -> Data:
+    """The standardized 64 features as (1, 8, 8) images."""
+    return (data[0].reshape(-1, 1, 8, 8),) + tuple(data[1:])
+
+
+def _digits_cnn() -> Instance:
+    """LeNet-style: conv3x3 (pad 1) 1->6 relu, max-pool 2, conv3x3 (pad 1) 6->16 relu, max-pool 2,
+    64-32-10 dense (relu), softmax cross-entropy, on the 8x8 digits."""
+    train, test = (_digit_images(d) for d in dataset("digits"))
+    img, y = sg.input("img", (1, 8, 8)), sg.labels("y", 10)
+    h = sg.max_pool2d(sg.conv2d(img, 6, 3, padding=1, activation="relu", name="c1"), 2)
+    h = sg.max_pool2d(sg.conv2d(h, 16, 3, padding=1, activation="relu", name="c2"), 2)
+    o = sg.dense(sg.dense(sg.flatten(h), 32, "relu", name="f1"), 10, name="f2")
+    model = sg.compile(sg.softmax_cross_entropy(o, y), output=o)
+
+    def torch_loss(theta: Any, data: tuple) -> Any:
+        import torch.nn.functional as F
+        p = torch_params(model, theta)
+        h = F.max_pool2d(F.relu(F.conv2d(data[0], p["c1.W"], p["c1.b"], padding=1)), 2)
+        h = F.max_pool2d(F.relu(F.conv2d(h, p["c2.W"], p["c2.b"], padding=1)), 2)
+        z = F.relu(h.flatten(1) @ p["f1.W"].T + p["f1.b"]) @ p["f2.W"].T + p["f2.b"]
+        return F.cross_entropy(z, data[1])
+
+    return Instance(model, train, test, None, class_accuracy, torch_loss)
+
+
+def _digits_resnet() -> Instance:
+    """conv3x3 1->8 relu, two residual blocks h + conv3x3(relu(conv3x3(h))) (then relu), global
+    average pooling, dense 8->10, softmax cross-entropy, on the 8x8 digits."""
+    train, test = (_digit_images(d) for d in dataset("digits"))
+    img, y = sg.input("img", (1, 8, 8)), sg.labels("y", 10)
+    h = sg.conv2d(img, 8, 3, padding=1, activation="relu", name="stem")
+    for k in (1, 2):
+        r = sg.conv2d(sg.conv2d(h, 8, 3, padding=1, activation="relu", name=f"b{k}a"), 8, 3, padding=1, name=f"b{k}b")
+        h = sg.relu(h + r)
+    o = sg.dense(sg.global_avg_pool(h), 10, name="fc")
+    model = sg.compile(sg.softmax_cross_entropy(o, y), output=o)
+
+    def torch_loss(theta: Any, data: tuple) -> Any:
+        import torch.nn.functional as F
+        p = torch_params(model, theta)
+        h = F.relu(F.conv2d(data[0], p["stem.W"], p["stem.b"], padding=1))
+        for k in (1, 2):
+            r = F.relu(F.conv2d(h, p[f"b{k}a.W"], p[f"b{k}a.b"], padding=1))
+            h = F.relu(h + F.conv2d(r, p[f"b{k}b.W"], p[f"b{k}b.b"], padding=1))
+        return F.cross_entropy(h.mean(dim=(2, 3)) @ p["fc.W"].T + p["fc.b"], data[1])
+
+    return Instance(model, train, test, None, class_accuracy, torch_loss)
+
+
 def _lrs(gd: float, momentum: float, nesterov: float, adagrad: float, rmsprop: float,
          adam: float) -> dict[str, dict[str, float]]:
     """Per-problem learning rates of the first-order methods (sgd runs full-batch: gd's)."""
@@ -387,5 +437,15 @@ for _p in (
             max_iter=2000, tol=1e-8, time_limit=10.0, options=_lrs(0.3, 0.3, 0.1, 1.0, 1e-3, 1e-2)),
     Problem("autoencoder", _autoencoder, "64-32-8-32-64 tanh autoencoder of the digits, MSE",
             max_iter=300, tol=1e-6, time_limit=15.0, options=_lrs(3.0, 1.0, 1.0, 0.1, 1e-2, 3e-2)),
+):
+    register(_p)
+
+# The CNNs' learning rates are digits_mlp's (not swept for them yet).
+for _p in (
+    Problem("digits_cnn", _digits_cnn, "LeNet-style CNN on the 8x8 digits: two conv3x3 + max-pool, 64-32-10 dense",
+            max_iter=100, tol=1e-6, time_limit=30.0, options=_lrs(3.0, 3.0, 3.0, 0.1, 1e-2, 0.3)),
+    Problem("digits_resnet", _digits_resnet,
+            "residual CNN on the 8x8 digits: conv3x3 stem, two residual blocks, global average pooling",
+            max_iter=100, tol=1e-6, time_limit=30.0, options=_lrs(3.0, 3.0, 3.0, 0.1, 1e-2, 0.3)),
 ):
     register(_p)

@@ -82,7 +82,7 @@ def elementwise_partials(name: str, expr: sp.Expr, arity: int) -> tuple[sp.Expr,
 
 
 def _index(shape: tuple[int, ...], batched: bool) -> str:
-    parts = ([BATCH] if batched else []) + list("ij"[:len(shape)])
+    parts = ([BATCH] if batched else []) + list("ijklmnpqrs"[:len(shape)])
     return f"[{','.join(parts)}]" if parts else ""
 
 
