@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from symgrad.names import CUDA_RUNTIME, CUDA_TYPES
 
-from .emit_cpu import StmtPrinter, emit_function, emit_kernels, import_line
+from .emit_cpu import StmtPrinter, emit_function, emit_kernels, import_line, module_constants
 from .kernel_ir import Affine, Alloc, Builtin, Kernel, View
 from .printer import CudaPrinter
 
@@ -97,4 +97,5 @@ def emit_cuda_module(kernels: list[Kernel], *, title: str, float_type: str, fast
     """The whole generated module: header (with ``reduce_partials``), then each kernel."""
     head = _HEADER.format(version=version, title=title, float_type=float_type, fastmath=fastmath,
                           types=", ".join(CUDA_TYPES), imports=import_line("symgrad.cuda_runtime", CUDA_RUNTIME))
+    head += module_constants(kernels, float_type)
     return emit_kernels(head, kernels, lambda k: emit_cuda_kernel(k, float_type, fastmath))

@@ -151,9 +151,12 @@ class Item:
 
 @dataclass(frozen=True)
 class Global:
-    """A module-level constant of the generated code, by name (the part table)."""
+    """A module-level constant of the generated code, by name: the part table, or a constant
+    tensor's array, whose ``values`` (C order, ``shape``) the emitter prints once at module level."""
 
     name: str
+    values: tuple[float, ...] = ()
+    shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

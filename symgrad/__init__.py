@@ -11,11 +11,11 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import initializers, optim
-from .dsl import (ACTIVATIONS, GraphError, Tensor, abs, bce, bce_with_logits, dense, dot, elementwise, elu,
+from .dsl import (ACTIVATIONS, GraphError, Tensor, abs, bce, bce_with_logits, constant, dense, dot, elementwise, elu,
                   exp, gelu, hinge, huber, identity, input, kl_div, l1, l1_loss, l2, labels, leaky_relu,
                   log, log_softmax, logsumexp, max, mean, mse, multiclass_hinge, nll, one_hot, param, relu,
                   sigmoid, silu, softmax, softmax_cross_entropy, softplus, sqrt, square, sum, swish,
-                  tanh, target)
+                  tanh, target, ones, zeros)
 from .convolution import (avg_pool1d, avg_pool2d, conv, conv1d, conv2d, global_avg_pool, max_pool1d,
                           max_pool2d)
 from .gradcheck import gradcheck
@@ -24,7 +24,7 @@ from .model import DataError, Model, compile
 
 __all__ = [
     "__version__", "initializers", "optim", "Tensor", "GraphError", "DataError", "Model", "compile", "gradcheck",
-    "input", "target", "labels", "param", "dense", "elementwise", "dot",
+    "input", "target", "labels", "param", "constant", "zeros", "ones", "dense", "elementwise", "dot",
     "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu", "swish", "identity",
     "exp", "log", "sqrt", "abs", "square", "sum", "mean", "max", "logsumexp", "softmax", "log_softmax",
     "one_hot", "mse", "l1_loss", "huber", "softmax_cross_entropy", "nll", "bce", "bce_with_logits", "hinge",

@@ -19,6 +19,7 @@ from sympy.core.function import AppliedUndef
 
 from .functions import Sigmoid, Softplus, Xlogy, clamped_log, positive_part
 from .ir import BATCH, IRError, Op, arg_symbols
+from .ops.constant import Constant
 from .ops.detach import Detach
 from .ops.einsum import LETTERS, Einsum
 from .ops.elementwise import Elementwise, ScalarFn
@@ -27,7 +28,7 @@ from .ops.leaf import Leaf
 from .ops.split import Scored
 
 __all__ = [
-    "Tensor", "GraphError", "input", "target", "labels", "param", "dense", "elementwise",
+    "Tensor", "GraphError", "input", "target", "labels", "param", "constant", "zeros", "ones", "dense", "elementwise",
     "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu", "swish", "identity",
     "exp", "log", "sqrt", "abs", "square",
     "sum", "mean", "max", "logsumexp", "softmax", "log_softmax", "dot", "one_hot",
@@ -167,11 +168,42 @@ def param(name: str, shape: int | Sequence[int], init: object = None) -> Tensor:
 def _as_tensor(x: Tensor | Number) -> Tensor | sp.Expr:
     if isinstance(x, Tensor):
         return x
+    if isinstance(x, np.ndarray) and x.ndim:
+        return constant(x)
+    if isinstance(x, np.ndarray) or isinstance(x, np.generic):
+        x = float(x)
     try:
         return sp.sympify(float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x,
                           strict=True)
     except (sp.SympifyError, TypeError, ValueError) as e:
         raise GraphError(f"cannot use {x!r} ({type(x).__name__}) in a symgrad expression") from e
+
+
+def constant(value: object, name: str = "constant") -> Tensor:
+    """A fixed tensor from a NumPy array (or nested lists): the same for every sample, no gradient.
+    NumPy arrays mixed into arithmetic become constants (``np.ones((8, 8)) * x``)."""
+    _check_name(name, "constant")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise GraphError(f"constant {name!r}: {value!r} is not an array of numbers") from e
+    if not np.all(np.isfinite(arr)):
+        raise GraphError(f"constant {name!r}: values must be finite")
+    if arr.ndim == 0:
+        return Tensor(Elementwise(ScalarFn(name, sp.Float(float(arr)), 0)), (), name)
+    if arr.size == 0:
+        raise GraphError(f"constant {name!r}: an empty array {arr.shape}")
+    return Tensor(Constant(tuple(float(v) for v in arr.ravel()), arr.shape), (), name)
+
+
+def zeros(shape: int | Sequence[int]) -> Tensor:
+    """A constant tensor of zeros (folded into the expressions that read it)."""
+    return Tensor(Elementwise(ScalarFn("zeros", sp.S.Zero, 0), _check_shape(shape, "zeros")), (), "zeros")
+
+
+def ones(shape: int | Sequence[int]) -> Tensor:
+    """A constant tensor of ones (folded into the expressions that read it)."""
+    return Tensor(Elementwise(ScalarFn("ones", sp.S.One, 0), _check_shape(shape, "ones")), (), "ones")
 
 
 def _check_expr(name: str, expr: sp.Expr) -> None:

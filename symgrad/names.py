@@ -13,7 +13,7 @@ import keyword
 import re
 
 __all__ = ["ARENAS", "PART_TABLE", "PART_TABLE_LOCAL", "CPU_RUNTIME", "CUDA_RUNTIME", "CUDA_TYPES", "KERNEL_LOCALS", "LOOP_VARS", "OUTLINED", "INT_PARAMS",
-           "RESERVED", "is_reserved", "loop_function", "part_function", "offset_name", "extent_name"]
+           "RESERVED", "is_reserved", "const_global", "CONST_GLOBALS", "loop_function", "part_function", "offset_name", "extent_name"]
 
 #: what a generated CPU module imports from symgrad.runtime
 CPU_RUNTIME = ("add_into", "chunk_rows", "dot_nn", "dot_nt", "dot_tn", "dot_tt", "empty_f32", "empty_f64",
@@ -41,6 +41,9 @@ OUTLINED = re.compile(r"(loop|part)[0-9]+")
 #: at2, at2_rows, ...) and extents (len1, len2, ...: a loop's trip count, a view's shape)
 INT_PARAMS = re.compile(r"(at[0-9]+(_rows)?|len[0-9]+)")
 
+#: the module-level arrays of constant tensors (codegen.ops.constant): CONST_<value name>
+CONST_GLOBALS = re.compile(r"CONST_\w+")
+
 #: no IR value is ever named one of these
 RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
     CPU_RUNTIME + CUDA_RUNTIME + CUDA_TYPES + KERNEL_LOCALS + tuple(ARENAS.values()))
@@ -48,7 +51,12 @@ RESERVED = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
 
 def is_reserved(name: str) -> bool:
     """Is ``name`` one the generated code uses for itself?"""
-    return name in RESERVED or any(p.fullmatch(name) is not None for p in (LOOP_VARS, OUTLINED, INT_PARAMS))
+    return name in RESERVED or any(p.fullmatch(name) is not None for p in (LOOP_VARS, OUTLINED, INT_PARAMS, CONST_GLOBALS))
+
+
+def const_global(value: str) -> str:
+    """The module-level name of constant value ``value``'s array."""
+    return f"CONST_{value}"
 
 
 def loop_function(n: int) -> str:

@@ -102,3 +102,31 @@ def test_sum_and_mean_over_axes() -> None:
 def test_shapes_that_do_not_fit_are_graph_errors(build, message: str) -> None:
     with pytest.raises(sg.GraphError, match=message):
         build(sg.input("x", (2, 3, 4)))
+
+
+def test_constants_numpy_arrays_zeros_and_ones() -> None:
+    x, t = sg.input("x", (3, 4)), sg.target("t", (3, 4))
+    w = sg.param("w", (3, 4), init="uniform")
+    C = np.arange(12.0).reshape(3, 4) / 10
+    h = sg.tanh(C * x * w + sg.ones((3, 4)) + sg.constant([1.0, 2.0, 3.0, 4.0])) + sg.zeros(4)
+    assert sg.constant(2.5).shape == () and sg.zeros((2, 3)).shape == (2, 3)
+    m = sg.compile(sg.mse(h, t), output=h)
+    X, Tt = RNG.normal(size=(6, 3, 4)), RNG.normal(size=(6, 3, 4))
+    theta = RNG.normal(size=m.n_params)
+    assert m.n_params == 12   # constants are not parameters
+    W = m.unflatten(theta)["w"]
+    np.testing.assert_allclose(m.predict(theta, X), np.tanh(C * X * W + 1 + np.arange(1.0, 5.0)), rtol=1e-13)
+    np.testing.assert_allclose(m.value_and_grad(theta, X, Tt)[1], _central(lambda th: m.loss(th, X, Tt), theta),
+                               rtol=1e-6, atol=1e-9)
+    assert "CONST_constant = np.array(" in m.source("module")   # one module-level array, read by name
+    m32 = sg.compile(sg.mse(h, t), output=h, dtype=np.float32)
+    np.testing.assert_allclose(m32.predict(theta.astype(np.float32), X.astype(np.float32)), m.predict(theta, X),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("value, message", [
+    ([1.0, np.nan], "must be finite"), ("abc", "not an array of numbers"), (np.zeros((0, 2)), "empty array"),
+])
+def test_bad_constants_are_graph_errors(value, message: str) -> None:
+    with pytest.raises(sg.GraphError, match=message):
+        sg.constant(value)

@@ -102,7 +102,9 @@ def test_index_map_rules():
     k = sg.param("k", (3, 2, 3))
     c = conv.conv(h, k, stride=2, padding=2, dilation=2)
     pooled = conv.avg_pool1d(h, 3, stride=2, padding=1)
-    loss = sum(sg.sum(sg.square(p)) for p in parts) + sg.sum(c * c) + sg.sum(sg.square(pooled))
+    weights = np.linspace(-1, 1, 12).reshape(2, 6)   # a constant tensor (no gradient of its own)
+    loss = sum(sg.sum(sg.square(p)) for p in parts) + sg.sum(c * c) + sg.sum(sg.square(pooled)) + \
+        sg.sum(weights * h * h) + sg.sum(sg.max(h, axis=0) * sg.softmax(h, axis=0)[1])
     check_rules(loss, {"x": RNG.normal(size=(4, 2, 6))}, 4)
 
 
