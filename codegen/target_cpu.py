@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 
 import sympy as sp
 
+from symgrad.ops.einsum import Einsum
 from symgrad.runtime import BLAS_HELPERS
 
-from .kernel_ir import Affine, Alloc, Call, CallExpr, Dim, Kernel, Let, Loop, Ref, Return, Stmt, index
+from .kernel_ir import Affine, Alloc, Call, CallExpr, Dim, Int, Kernel, Let, Loop, Ref, Return, Stmt, index
 from .lower import Lowering
-from .ops.einsum import provenance
+from .ops.einsum import provenance, rows_plan
 from .passes.finishing import chunk_prelude
 from .passes.fusion import split_rows
 from .targets import Backend
@@ -37,7 +38,7 @@ class CpuBackend(Backend):
     def gemm(self, L: Lowering, a: Assign) -> list[Stmt] | None:
         plan = L.gemm_plan(a, False)
         if plan is None:
-            return None
+            return self._rows_gemm(L, a)
         first, t1, second, t2 = plan
         st = L.store[a.out.name]
         comment = provenance(a)
@@ -55,6 +56,25 @@ class CpuBackend(Backend):
         assert alloc is not None
         return [alloc, Call(helper, (first, second, term), frozenset({term}), comment),
                 Call("add_into", (acc, term), frozenset({acc}))]
+
+    def _rows_gemm(self, L: Lowering, a: Assign) -> list[Stmt] | None:
+        """A product per sample (:func:`codegen.ops.einsum.rows_plan`): ``symgrad.runtime.dot_rows``
+        over the chunk's rows, its operands and output flattened into matrices in place."""
+        plan = rows_plan(a) if isinstance(a.op, Einsum) else None
+        if plan is None or any(L.store[x.name].kind != "array" for x in a.args):
+            return None
+        first, second, _, m, k, n, ta, tb, mode = plan
+        st = L.store[a.out.name]
+        names = (L.store[a.args[first].name].name, L.store[a.args[second].name].name)
+        flags = tuple(Int(int(v)) for v in (m, k, n, ta, tb, mode))
+        if mode == 2:
+            if st.kind != "acc":
+                return None
+            acc = f"{st.name}_acc"
+            return [Call("dot_rows", names + (acc,) + flags, frozenset({acc}), provenance(a))]
+        alloc = L.alloc(a.out, "rows")
+        assert alloc is not None
+        return [alloc, Call("dot_rows", names + (st.name,) + flags, frozenset({st.name}), provenance(a))]
 
     def close_rows(self, L: Lowering, fused: list[Stmt], kept: list[Value], local: set[str],
                    opaque: set[str]) -> list:

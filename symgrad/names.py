@@ -16,7 +16,7 @@ __all__ = ["ARENAS", "PART_TABLE", "PART_TABLE_LOCAL", "CPU_RUNTIME", "CUDA_RUNT
            "RESERVED", "is_reserved", "const_global", "CONST_GLOBALS", "loop_function", "part_function", "offset_name", "extent_name"]
 
 #: what a generated CPU module imports from symgrad.runtime
-CPU_RUNTIME = ("add_into", "chunk_rows", "dot_nn", "dot_nt", "dot_tn", "dot_tt", "empty_f32", "empty_f64",
+CPU_RUNTIME = ("add_into", "chunk_rows", "dot_nn", "dot_nt", "dot_rows", "dot_tn", "dot_tt", "empty_f32", "empty_f64",
                "empty_i64", "sigmoid", "softplus", "sum_rows", "tanh_f32", "tanh_f64", "view", "xlogy", "NoInline")
 #: what a generated CUDA module imports from symgrad.cuda_runtime (a staged pass's host driver)
 CUDA_RUNTIME = ("THREADS_PER_BLOCK", "add_partials", "blocks_for", "gemm", "slot_index", "stage_rows", "zero")

@@ -23,7 +23,7 @@ from numba.core.compiler_machinery import register_pass
 from numba.core.typed_passes import NativeLowering
 from numba.extending import intrinsic, overload
 
-__all__ = ["sigmoid", "softplus", "xlogy", "tanh", "tanh_f64", "tanh_f32", "expm1", "chunk_rows", "view", "dot_nn",
+__all__ = ["sigmoid", "softplus", "xlogy", "tanh", "tanh_f64", "tanh_f32", "expm1", "chunk_rows", "view", "dot_rows", "dot_nn",
            "dot_nt", "dot_tn", "dot_tt", "empty_f64", "empty_f32", "empty_i64", "add_into", "sum_rows", "NoInline",
            "BLAS_HELPERS", "EMPTY"]
 
@@ -246,6 +246,37 @@ def dot_tn(a, b, out):  # type: ignore[no-untyped-def]
 def dot_tt(a, b, out):  # type: ignore[no-untyped-def]
     """out = a.T @ b.T."""
     np.dot(a.T, b.T, out)
+
+
+@njit(cache=True, nogil=True, pipeline_class=NoInline)
+def dot_rows(a, b, out, m, k, n, ta, tb, mode):  # type: ignore[no-untyped-def]
+    """Products of flattened operands, one per row of the batched ones (BLAS each): row r's
+    ``out_r (m, n) = op(a_r) @ op(b_r)``, ``op`` a transpose where ``ta`` / ``tb`` (``a_r`` stored
+    (k, m), ``b_r`` (n, k)). ``mode``: 0 ``a`` one matrix, ``b`` and ``out`` per row; 1 ``a`` and
+    ``out`` per row, ``b`` one matrix; 2 ``a`` and ``b`` per row, ``out += `` their sum over the
+    rows; 3 all per row. A convolution's im2col products: the weights times each sample's windows,
+    and the two transposed products of its backward pass."""
+    rows = out.shape[0] if mode != 2 else a.shape[0]
+    am, ak = (k, m) if ta else (m, k)
+    bk, bn = (n, k) if tb else (k, n)
+    A = a.reshape((rows, am, ak)) if mode != 0 else a.reshape((1, am, ak))
+    B = b.reshape((rows, bk, bn)) if mode != 1 else b.reshape((1, bk, bn))
+    O = out.reshape((rows, m, n)) if mode != 2 else out.reshape((1, m, n))
+    tmp = np.empty((m, n), dtype=out.dtype)
+    for r in range(rows):
+        x = A[r if mode != 0 else 0]
+        y = B[r if mode != 1 else 0]
+        dst = tmp if mode == 2 else O[r]
+        if ta and tb:
+            np.dot(x.T, y.T, dst)
+        elif ta:
+            np.dot(x.T, y, dst)
+        elif tb:
+            np.dot(x, y.T, dst)
+        else:
+            np.dot(x, y, dst)
+        if mode == 2:
+            O[0] += tmp
 
 
 @njit(cache=True, nogil=True)

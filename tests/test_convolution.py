@@ -196,3 +196,29 @@ def test_max_pool_gradient_goes_to_the_first_largest_element():
 def test_bad_arguments_are_graph_errors(build, message):
     with pytest.raises(sg.GraphError, match=message):
         build(sg.input("x", (3, 6, 6)))
+
+
+def test_convolutions_big_enough_are_one_blas_product_per_sample():
+    """im2col: the weights times each sample's windows (and the two transposed products of the
+    backward pass) as symgrad.runtime.dot_rows calls, checked against NumPy, differences and hvp."""
+    x = sg.input("x", (3, 10, 10))
+    h = sg.conv2d(x, 8, 3, padding=1, activation="tanh", name="c1")
+    h = sg.conv2d(h, 4, 3, stride=2, name="c2")
+    t = sg.target("t", h.shape)
+    m = sg.compile(sg.mse(h, t), output=h)
+    src = m.source("value_and_grad")
+    assert src.count("dot_rows(") >= 4   # c1 and c2 forward, each weight's gradient, c2's input adjoint
+    X, T = RNG.normal(size=(6, 3, 10, 10)), RNG.normal(size=(6, 4, 4, 4))
+    theta = m.init(0)
+    p = m.unflatten(theta)
+
+    def np_out(p):
+        a = np.tanh(np_conv(X, p["c1.W"], p["c1.b"], (1, 1), [(1, 1)] * 2, (1, 1)))
+        return np_conv(a, p["c2.W"], p["c2.b"], (2, 2), [(0, 0)] * 2, (1, 1))
+    np.testing.assert_allclose(m.predict(theta, X), np_out(p), rtol=1e-12, atol=1e-13)
+    np_loss = lambda th: np.mean((np_out(m.unflatten(th)) - T) ** 2)   # noqa: E731
+    np.testing.assert_allclose(m.value_and_grad(theta, X, T)[1], _central(np_loss, theta), rtol=1e-6, atol=1e-9)
+    v = RNG.normal(size=m.n_params)
+    grad = lambda th: m.value_and_grad(th, X, T)[1]   # noqa: E731
+    np.testing.assert_allclose(m.hvp(theta, v, X, T), (grad(theta + 1e-5 * v) - grad(theta - 1e-5 * v)) / 2e-5,
+                               rtol=1e-5, atol=1e-8)

@@ -3,6 +3,7 @@ enough to pay for the call, a BLAS product (the decision is :func:`gemm_plan`'s,
 thresholds)."""
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import sympy as sp
@@ -91,6 +92,56 @@ def gemm_plan(L: Lowering, a: Assign, per_row: bool) -> tuple[str, bool, str, bo
     if m and n and out == n[0] + m[0]:
         (first, t1), (second, t2) = (second, not t2), (first, not t1)
     return first, t1, second, t2
+
+
+#: multiply-adds per sample from which a per-row product (:func:`rows_plan`) is a BLAS call each
+ROWS_MIN_WORK = 4096
+
+
+def rows_plan(a: Assign) -> tuple[int, int, bool, int, int, int, bool, bool, int] | None:
+    """A contraction that is one matrix product per sample once each operand's letters are
+    flattened into blocks (a convolution of im2col windows with its weights, and its adjoints):
+    ``(first, second, swap?, m, k, n, ta, tb, mode)`` for ``symgrad.runtime.dot_rows``, from the
+    shapes alone; None where the letters do not form blocks or the product is small."""
+    if not isinstance(a.op, Einsum) or len(a.args) != 2:
+        return None
+    (la, lb), out = parse_spec(a.op.spec)
+    xa, xb = a.args
+    if not (xa.batched or xb.batched):
+        return None
+    pa, pb, po = (s.replace(BATCH, "") for s in (la, lb, out))
+    if len(set(pa)) != len(pa) or len(set(pb)) != len(pb) or any(ch in pa and ch in pb for ch in po):
+        return None
+    common = [ch for ch in pa if ch in pb]
+    fa = [ch for ch in pa if ch not in pb]
+    fb = [ch for ch in pb if ch not in pa]
+    if [ch for ch in pb if ch in pa] != common or not common or set(fa + fb) != set(po) or not (fa or fb):
+        return None
+    size = {ch: d for letters, x in ((pa, xa), (pb, xb)) for ch, d in zip(letters, x.shape)}
+
+    def block(letters: str, first: list[str], second: list[str]) -> bool | None:
+        """False: ``first`` then ``second``; True: the other way round; None: not two blocks."""
+        if list(letters) == first + second:
+            return False
+        return True if list(letters) == second + first else None
+    ta = block(pa, fa, common)       # a stored (m, k): False; (k, m): True
+    tb = block(pb, common, fb)       # b stored (k, n): False; (n, k): True
+    if ta is None or tb is None:
+        return None
+    if list(po) == fa + fb:
+        first, second, swap = 0, 1, False
+    elif list(po) == fb + fa:        # out_r = op(b_r)^T-side first: swap the roles
+        first, second, swap = 1, 0, True
+        ta, tb = not tb, not ta
+        fa, fb = fb, fa
+    else:
+        return None
+    m, k, n = (math.prod(size[ch] for ch in g) for g in (fa, common, fb))
+    batched = [a.args[first].batched, a.args[second].batched]
+    mode = {(False, True): 0, (True, False): 1, (True, True): 3 if BATCH in out else 2}[tuple(batched)]
+    if (mode == 2) == (BATCH in out) or m * k * n < ROWS_MIN_WORK or k < 4:
+        return None
+    return first, second, swap, m, k, n, ta, tb, mode
 
 
 register(Einsum, LoweringRule(emit, gemm_plan=gemm_plan))

@@ -18,6 +18,7 @@ from symgrad.ops.index_map import IndexMap, IndexScatter, Map
 
 from ..kernel_ir import Affine, Compute, If, Ref, Stmt
 from . import LoweringRule, register
+from .einsum import rows_plan
 
 if TYPE_CHECKING:
     from ..lower import Lowering, Store
@@ -98,6 +99,8 @@ def store_index_map(L: Lowering, a: Assign) -> Store | None:
         return None
     users = L.consumers.get(a.out.name, [])
     if not users or any(not isinstance(u.op, (Elementwise, Einsum)) for u in users):
+        return None
+    if any(rows_plan(u) is not None for u in users):   # a product per sample reads it as a matrix
         return None
     return Store("map", a.out.name, over=(x, m))
 
