@@ -200,14 +200,41 @@ def row(key: str, dtype: Any, threads: common.Threads, torch: Any, jax: Any, rou
             "median_s": {k: c.median for k, c in cases.items()}, "checks": checks}
 
 
+def section(keys: Sequence[str], threads: common.Threads, torch: Any, jax: Any, quick: bool) -> tuple[list, dict, list[str]]:
+    """Time the CNN workloads ``keys`` (also run by bench/kernels.py): rows, compile probes, report."""
+    rounds, block_s = (5, 0.05) if quick else (15, 0.2)
+    rows = []
+    for k in keys:
+        for dt in (np.float64, np.float32):
+            print(f"... CNN {k} {np.dtype(dt).name}", file=sys.stderr, flush=True)
+            rows.append(row(k, dt, threads, torch, jax, rounds, block_s))
+    probes = {k: compile_probe(k) for k in keys}
+    cols = ["sg grad", "sg hvp", "torch grad", "torch hvp", "jax grad", "jax hvp"]
+    table = [[f"{r['workload']} {WORKLOADS[r['workload']]}", r["dtype"]] +
+             [common.fmt_time(r["median_s"].get(c)) for c in cols] +
+             [common.fmt_ratio(r["median_s"].get("sg grad"), r["median_s"].get(d)) for d in ("jax grad", "torch grad")] +
+             [common.fmt_ratio(r["median_s"].get("sg hvp"), r["median_s"].get(d)) for d in ("sg grad", "jax hvp")]
+             for r in rows]
+    lines = [f"CNNs: medians over {rounds} interleaved rounds; peers' loss, gradient and HVP checked against "
+             "symgrad's", "",
+             common.markdown_table(["workload", "dtype", "symgrad value_and_grad", "symgrad hvp", "PyTorch backward",
+                                    "PyTorch 2bwd hvp", "JAX value_and_grad", "JAX hvp", "sg/JAX grad",
+                                    "sg/PyTorch grad", "sg hvp/sg grad", "sg hvp/JAX hvp"], table), "",
+             "symgrad compile (float64, fresh process each, batch 8): cold sg.compile + first value_and_grad, "
+             "then cached", "",
+             common.markdown_table(["workload", "cold s", "cached s"],
+                                   [[k, f"{p['cold']['compile_s'] + p['cold']['first_call_s']:.2f}",
+                                     f"{p['cached']['compile_s'] + p['cached']['first_call_s']:.2f}"]
+                                    for k, p in probes.items()])]
+    return rows, probes, lines
+
+
 def main(args) -> None:
     torch, why_t = common.optional_import("torch")
     jax, why_j = common.optional_import("jax")
     threads = common.Threads(args.threads, torch)
     keys = [k for k in WORKLOADS if not args.only or k in args.only.split(",")]
-    rounds, block_s = (5, 0.05) if args.quick else (15, 0.2)
-    rows = [row(k, dt, threads, torch, jax, rounds, block_s) for k in keys for dt in (np.float64, np.float32)]
-    probes = {k: compile_probe(k) for k in keys}
+    rows, probes, lines = section(keys, threads, torch, jax, args.quick)
     print(f"# symgrad CNN benchmark ({time.strftime('%Y-%m-%d')})\n")
     print(f"- CPU: {common.cpu_model()}; threads: numba {args.threads}, torch {args.threads}, JAX by affinity, "
           f"BLAS 1 inside symgrad; {common.env_changes()}")
@@ -215,20 +242,7 @@ def main(args) -> None:
     for why in (why_t, why_j):
         if why:
             print(f"- {why}")
-    print(f"- medians over {rounds} interleaved rounds; peers' loss, gradient and HVP checked against symgrad's\n")
-    cols = ["sg grad", "sg hvp", "torch grad", "torch hvp", "jax grad", "jax hvp"]
-    table = [[f"{r['workload']} {WORKLOADS[r['workload']]}", r["dtype"]] +
-             [common.fmt_time(r["median_s"].get(c)) for c in cols] +
-             [common.fmt_ratio(r["median_s"].get("sg grad"), r["median_s"].get(d)) for d in ("jax grad", "torch grad")] +
-             [common.fmt_ratio(r["median_s"].get("sg hvp"), r["median_s"].get(d)) for d in ("sg grad", "jax hvp")]
-             for r in rows]
-    print(common.markdown_table(["workload", "dtype", "symgrad value_and_grad", "symgrad hvp", "PyTorch backward",
-                                 "PyTorch 2bwd hvp", "JAX value_and_grad", "JAX hvp", "sg/JAX grad", "sg/PyTorch grad",
-                                 "sg hvp/sg grad", "sg hvp/JAX hvp"], table))
-    print("\nsymgrad compile (float64, fresh process each, batch 8): cold sg.compile + first value_and_grad, then cached\n")
-    print(common.markdown_table(["workload", "cold s", "cached s"],
-                                [[k, f"{p['cold']['compile_s'] + p['cold']['first_call_s']:.2f}",
-                                  f"{p['cached']['compile_s'] + p['cached']['first_call_s']:.2f}"] for k, p in probes.items()]))
+    print("\n" + "\n".join(lines))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rows": rows, "compile": probes}, fh, indent=1)

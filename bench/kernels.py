@@ -10,8 +10,9 @@ peer's loss and gradient are checked against symgrad's; a disagreement aborts
 the run. The process re-executes itself first, without the OpenBLAS variables
 that halve GEMM speed on these machines, and pins threads (stated in the
 header). Workload ids: W1, W2, W3, W4, W1b32 (W1 at batch 32: per-call
-overhead), and `compile` (W2 built in fresh subprocesses: the first model on a
-fresh install, a new model, the same model again from the cache). Unless --no-curvature, the same run then times the second-order
+overhead), `compile` (W2 built in fresh subprocesses: the first model on a
+fresh install, a new model, the same model again from the cache), and the CNNs C1 (LeNet-5) and
+C2 (a residual CNN) of bench/cnn.py (unless --no-cnn). Unless --no-curvature, the same run then times the second-order
 kernels on W1..W4 beside JAX and PyTorch HVPs (the section bench/curvature.py
 runs on its own).
 """
@@ -33,7 +34,8 @@ else:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = common.arg_parser(__doc__, "W1,W2,W3,W4,W1b32,compile")
+    p = common.arg_parser(__doc__, "W1,W2,W3,W4,W1b32,C1,C2,compile")
+    p.add_argument("--no-cnn", action="store_true", help="skip the CNN section (C1, C2; see bench/cnn.py)")
     p.add_argument("--no-curvature", action="store_true",
                    help="skip the second-order section (hvp, gnvp, value_grad_hvp; see bench/curvature.py)")
     return common.parse(p, argv)
@@ -521,9 +523,14 @@ def targets(rows: list[dict[str, Any]], probe: dict[str, Any] | None) -> list[st
 def main(args: argparse.Namespace) -> None:
     args.busy_before = common.busy_cpus()
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - set(WORKLOADS) - {"compile"}
+    if __package__:
+        from . import cnn
+    else:
+        import cnn
+    unknown = only - set(WORKLOADS) - set(cnn.WORKLOADS) - {"compile"}
     if unknown:
-        raise SystemExit(f"--only: unknown ids {sorted(unknown)}; known: {list(WORKLOADS)} and 'compile'")
+        raise SystemExit(f"--only: unknown ids {sorted(unknown)}; known: {list(WORKLOADS)}, "
+                         f"{list(cnn.WORKLOADS)} and 'compile'")
     selected = [w for k, w in WORKLOADS.items() if not only or k in only]
     rounds, block_s = (7, 0.005) if args.quick else (25, 0.02)
 
@@ -555,6 +562,10 @@ def main(args: argparse.Namespace) -> None:
         notes += curvature.peer_notes(torch, jax)
         curvature_rows, curvature_report = curvature.section(curvature_ids, {"torch": torch, "jax": jax},
                                                              threads, rounds, block_s)
+    cnn_ids = [k for k in cnn.WORKLOADS if (not only and not args.no_cnn) or k in only]
+    cnn_rows, cnn_report = [], []
+    if cnn_ids:
+        cnn_rows, _, cnn_report = cnn.section(cnn_ids, threads, torch, jax, args.quick)
     probe = None
     if not only or "compile" in only:
         print(f"... cold/cached compile of {COMPILE_WORKLOAD}", file=sys.stderr, flush=True)
@@ -575,10 +586,11 @@ def main(args: argparse.Namespace) -> None:
     checks = targets(rows, probe)
     lines += ["", "Targets (first order):", *checks] if checks else []
     lines += ["", "## Second order (hvp, gnvp, value_grad_hvp)", "", *curvature_report] if curvature_report else []
+    lines += ["", "## Convolutional networks (bench/cnn.py)", "", *cnn_report] if cnn_report else []
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"header": head, "rows": rows, "curvature_rows": curvature_rows,
+            json.dump({"header": head, "rows": rows, "curvature_rows": curvature_rows, "cnn_rows": cnn_rows,
                        "compile": probe}, f, indent=1, default=str)
 
 
