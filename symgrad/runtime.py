@@ -249,19 +249,15 @@ def dot_tt(a, b, out):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True, pipeline_class=NoInline)
-def dot_rows(a, b, out, m, k, n, ta, tb, mode):  # type: ignore[no-untyped-def]
-    """Products of flattened operands, one per row of the batched ones (BLAS each): row r's
-    ``out_r (m, n) = op(a_r) @ op(b_r)``, ``op`` a transpose where ``ta`` / ``tb`` (``a_r`` stored
-    (k, m), ``b_r`` (n, k)). ``mode``: 0 ``a`` one matrix, ``b`` and ``out`` per row; 1 ``a`` and
-    ``out`` per row, ``b`` one matrix; 2 ``a`` and ``b`` per row, ``out += `` their sum over the
-    rows; 3 all per row. A convolution's im2col products: the weights times each sample's windows,
-    and the two transposed products of its backward pass."""
-    rows = out.shape[0] if mode != 2 else a.shape[0]
+def _dot_rows_flat(a, b, out, m, k, n, ta, tb, mode):  # type: ignore[no-untyped-def]
+    """``dot_rows`` on the flat (1-D) operands: compiled once per float type (its BLAS branches
+    take seconds), whatever the ranks of the arrays the kernels pass."""
+    rows = out.size // (m * n) if mode != 2 else a.size // (m * k)
     am, ak = (k, m) if ta else (m, k)
     bk, bn = (n, k) if tb else (k, n)
-    A = a.reshape((rows, am, ak)) if mode != 0 else a.reshape((1, am, ak))
-    B = b.reshape((rows, bk, bn)) if mode != 1 else b.reshape((1, bk, bn))
-    O = out.reshape((rows, m, n)) if mode != 2 else out.reshape((1, m, n))
+    A = a.reshape((rows if mode != 0 else 1, am, ak))
+    B = b.reshape((rows if mode != 1 else 1, bk, bn))
+    O = out.reshape((rows if mode != 2 else 1, m, n))
     tmp = np.empty((m, n), dtype=out.dtype)
     for r in range(rows):
         x = A[r if mode != 0 else 0]
@@ -277,6 +273,17 @@ def dot_rows(a, b, out, m, k, n, ta, tb, mode):  # type: ignore[no-untyped-def]
             np.dot(x, y, dst)
         if mode == 2:
             O[0] += tmp
+
+
+@njit(cache=True, nogil=True, pipeline_class=NoInline)
+def dot_rows(a, b, out, m, k, n, ta, tb, mode):  # type: ignore[no-untyped-def]
+    """Products of flattened operands, one per row of the batched ones (BLAS each): row r's
+    ``out_r (m, n) = op(a_r) @ op(b_r)``, ``op`` a transpose where ``ta`` / ``tb`` (``a_r`` stored
+    (k, m), ``b_r`` (n, k)). ``mode``: 0 ``a`` one matrix, ``b`` and ``out`` per row; 1 ``a`` and
+    ``out`` per row, ``b`` one matrix; 2 ``a`` and ``b`` per row, ``out += `` their sum over the
+    rows; 3 all per row. A convolution's im2col products: the weights times each sample's windows,
+    and the two transposed products of its backward pass. The arrays are C-contiguous of any rank."""
+    _dot_rows_flat(a.reshape(a.size), b.reshape(b.size), out.reshape(out.size), m, k, n, ta, tb, mode)
 
 
 @njit(cache=True, nogil=True)
