@@ -94,7 +94,7 @@ def _gather_form(m: Map) -> tuple[dict[int, tuple[int, int]], list[int]] | None:
             pivots[k] = (j, ax.coefs[j])
     free = [j for j in range(len(m.shape)) if j not in {p for p, _ in pivots.values()}]
     tries = math.prod(m.shape[j] for j in free)
-    if tries > GATHER_MOST or math.prod(m.source) * tries > 2 * math.prod(m.shape):
+    if tries > GATHER_MOST or math.prod(m.source) * tries > 4 * math.prod(m.shape):
         return None   # many candidates per element that are mostly out of bounds: a flatten
     return pivots, free
 
