@@ -10,7 +10,10 @@ in the matching module of :mod:`codegen.ops`.
 - :mod:`.leaf`: the program's arguments (parameters, data, tangents, 1/N).
 - :mod:`.elementwise`: a SymPy scalar expression applied element by element.
 - :mod:`.einsum`: every linear contraction (products, sums, broadcasts).
-- :mod:`.index`: argmax, gather and scatter (max, class labels, their adjoints).
+- :mod:`.index`: argmax, gather and scatter over the last axis (max, class labels, their adjoints).
+- :mod:`.index_map`: affine index maps and their transposes (slicing, transposes, reshapes,
+  padding, concatenation, convolution and pooling windows).
+- :mod:`.constant`: fixed tensors from NumPy arrays.
 - :mod:`.detach`: identity without derivative.
 - :mod:`.split`: a loss marking the prediction it scores (the Gauss-Newton split point); it
   leaves no node in a program, so it has no lowering.
