@@ -208,6 +208,11 @@ class Lowering:
         plan = rule_for(a.op).gemm_plan
         return plan(self, a, per_row) if plan is not None else None
 
+    def rows_plan(self, a: Assign) -> tuple | None:
+        """The per-sample BLAS product ``a`` is, if its rule finds one (:mod:`codegen.ops`)."""
+        plan = rule_for(a.op).rows_plan
+        return plan(a) if plan is not None else None
+
     def alloc(self, v: Value, rows: str | None, name: str = "") -> Alloc | None:
         """The allocation of ``v``'s array (under ``name`` if given), as the backend holds it."""
         return self.backend.alloc(self, v, rows, name or self.store[v.name].name)

@@ -292,7 +292,7 @@ def _kernel(k: Kernel, reg: _Registry, table: list[tuple[int, ...]]) -> Kernel:
         return k
     new_loop = replace(loop, body=tuple(_live_views(body, uses(tail))))
     new_head = _live_views(head, uses([new_loop] + tail))
-    local = Let(LOCAL_TABLE, Global(TABLE), f"the parts' integers: one reference to the module's table")
+    local = Let(LOCAL_TABLE, Global(TABLE), "the parts' integers: one reference to the module's table")
     return replace(k, body=tuple(new_head + [local, new_loop] + tail))
 
 

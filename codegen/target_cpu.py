@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING
 
 import sympy as sp
 
-from symgrad.ops.einsum import Einsum
 from symgrad.runtime import BLAS_HELPERS
 
 from .kernel_ir import Affine, Alloc, Call, CallExpr, Dim, Int, Kernel, Let, Loop, Ref, Return, Stmt, index
 from .lower import Lowering
-from .ops.einsum import provenance, rows_plan
+from .ops.einsum import provenance
 from .passes.finishing import chunk_prelude
 from .passes.fusion import split_rows
 from .targets import Backend
@@ -58,9 +57,9 @@ class CpuBackend(Backend):
                 Call("add_into", (acc, term), frozenset({acc}))]
 
     def _rows_gemm(self, L: Lowering, a: Assign) -> list[Stmt] | None:
-        """A product per sample (:func:`codegen.ops.einsum.rows_plan`): ``symgrad.runtime.dot_rows``
-        over the chunk's rows, its operands and output flattened into matrices in place."""
-        plan = rows_plan(a) if isinstance(a.op, Einsum) else None
+        """A product per sample (the rule's ``rows_plan``): ``symgrad.runtime.dot_rows`` over the
+        chunk's rows, its operands and output flattened into matrices in place."""
+        plan = L.rows_plan(a)
         if plan is None or any(L.store[x.name].kind != "array" for x in a.args):
             return None
         first, second, _, m, k, n, ta, tb, mode = plan

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dsl import ACTIVATIONS, GraphError, Tensor, _check_name, _einsum, mean, param
+from .dsl import GraphError, Tensor, _activate, _activation, _check_name, _einsum, mean, param
 from .dsl import max as dsl_max
 from .indexing import index_map, pad, reshape
 from .ops.index_map import AxisMap
@@ -134,6 +134,7 @@ def _layer(x: Tensor, r: int, out_channels: int, kernel_size: int | Sequence[int
         raise GraphError(f"conv{r}d {name!r}: out_channels must be a positive int, got {out_channels!r}")
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or x.shape[0] % groups:
         raise GraphError(f"conv{r}d {name!r}: groups={groups!r} must divide the {x.shape[0]} input channels")
+    fn = _activation(activation, f"conv{r}d {name!r}")
     kernel = _tuple(kernel_size, r, "kernel_size", f"conv{r}d {name!r}", 1)
     fan_in = x.shape[0] // groups * math.prod(kernel)
     bound = 1.0 / math.sqrt(fan_in)   # PyTorch: kaiming_uniform(a=sqrt(5)) for W, the same bound for b
@@ -143,16 +144,7 @@ def _layer(x: Tensor, r: int, out_channels: int, kernel_size: int | Sequence[int
     W = param(f"{name}.W", (out_channels, x.shape[0] // groups) + kernel, init=init)
     b = param(f"{name}.b", out_channels, init=init) if bias else None
     y = conv(x, W, b, stride=stride, padding=padding, dilation=dilation, groups=groups, name=name)
-    if activation is None:
-        return y
-    fn = ACTIVATIONS.get(activation) if isinstance(activation, str) else activation
-    if fn is None or not callable(fn):
-        raise GraphError(f"conv{r}d {name!r}: unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
-    out = fn(y)
-    if not isinstance(out, Tensor) or out.shape != y.shape:
-        raise GraphError(f"conv{r}d {name!r}: activation returned {out!r}, expected a {y.shape} tensor")
-    out.name = name
-    return out
+    return _activate(y, fn, f"conv{r}d {name!r}", name)
 
 
 def conv1d(x: Tensor, out_channels: int, kernel_size: int | Sequence[int], stride: int | Sequence[int] = 1,

@@ -398,20 +398,32 @@ def dense(h: Tensor, n: int, activation: str | Callable[[Tensor], Tensor] | None
     if not isinstance(h, Tensor) or len(h.shape) != 1:
         raise GraphError(f"dense {name!r}: input must be a vector tensor, got "
                          f"{getattr(h, 'shape', type(h).__name__)}")
-    if isinstance(activation, str):
-        if activation not in ACTIVATIONS:
-            raise GraphError(f"dense {name!r}: unknown activation {activation!r}; "
-                             f"known: {sorted(ACTIVATIONS)}")
-        activation = ACTIVATIONS[activation]
-    elif activation is not None and not callable(activation):
-        raise GraphError(f"dense {name!r}: activation must be a name or a callable")
+    fn = _activation(activation, f"dense {name!r}")
     W = param(f"{name}.W", (n, h.shape[0]), init=init)
     z = _matmul(W, h, f"{name}.z")
     if bias:
         z = _apply("add", lambda a, c: a + c, (z, param(f"{name}.b", n, init=bias_init)), f"{name}.a")
-    out = activation(z) if activation is not None else z
-    if not isinstance(out, Tensor) or out.shape != (n,):
-        raise GraphError(f"dense {name!r}: activation returned {out!r}, expected a ({n},) tensor")
+    return _activate(z, fn, f"dense {name!r}", name)
+
+
+def _activation(activation: str | Callable[[Tensor], Tensor] | None,
+                what: str) -> Callable[[Tensor], Tensor] | None:
+    """A layer's ``activation=``: a built-in's name, a function, or None; checked before the layer
+    makes its parameters."""
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise GraphError(f"{what}: unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
+        return ACTIVATIONS[activation]
+    if activation is not None and not callable(activation):
+        raise GraphError(f"{what}: activation must be a name or a callable")
+    return activation
+
+
+def _activate(z: Tensor, fn: Callable[[Tensor], Tensor] | None, what: str, name: str) -> Tensor:
+    """``fn(z)`` (``z`` without one), checked to keep ``z``'s shape, named after the layer."""
+    out = fn(z) if fn is not None else z
+    if not isinstance(out, Tensor) or out.shape != z.shape:
+        raise GraphError(f"{what}: activation returned {out!r}, expected a {z.shape} tensor")
     if out is not z:
         out.name = name
     return out

@@ -258,7 +258,7 @@ def _dot_rows_flat(a, b, out, m, k, n, ta, tb, mode):  # type: ignore[no-untyped
     A = a.reshape((rows if mode != 0 else 1, am, ak))
     B = b.reshape((rows if mode != 1 else 1, bk, bn))
     O = out.reshape((rows if mode != 2 else 1, m, n))
-    tmp = np.empty((m, n), dtype=out.dtype)
+    tmp = np.empty((m, n) if mode == 2 else (1, 1), dtype=out.dtype)   # mode 2's per-row product
     for r in range(rows):
         x = A[r if mode != 0 else 0]
         y = B[r if mode != 1 else 0]

@@ -4,51 +4,17 @@ products against differences of the gradient, Gauss-Newton and Jacobian, float32
 bad argument the layers refuse."""
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
 import symgrad as sg
 
+try:
+    from .reference_conv import central, np_avg_pool, np_conv, np_max_pool   # type: ignore[attr-defined]
+except ImportError:   # pragma: no cover - run from the tests folder
+    from reference_conv import central, np_avg_pool, np_conv, np_max_pool   # type: ignore[no-redef]
+
 RNG = np.random.default_rng(11)
-
-
-# ----------------------------------------------------------------------------- NumPy reference
-
-def np_windows(x: np.ndarray, kernel, stride, dilation, pads, fill=0.0):
-    """{tap: x[:, :, s*i + d*tap - pad]} over the output positions, for x (N, C, *L)."""
-    xp = np.pad(x, [(0, 0), (0, 0)] + list(pads), constant_values=fill)
-    spatial = x.shape[2:]
-    out = [(n + b + a - d * (k - 1) - 1) // s + 1 for n, k, s, d, (b, a) in zip(spatial, kernel, stride, dilation, pads)]
-    taps = {}
-    for tap in itertools.product(*(range(k) for k in kernel)):
-        sl = tuple(slice(d * t, d * t + s * (o - 1) + 1, s) for t, s, d, o in zip(tap, stride, dilation, out))
-        taps[tap] = xp[(slice(None), slice(None)) + sl]
-    return taps
-
-
-def np_conv(x, W, b, stride, pads, dilation, groups=1):
-    o, cg = W.shape[:2]
-    taps = np_windows(x, W.shape[2:], stride, dilation, pads)
-    out = 0
-    for tap, win in taps.items():
-        parts = [np.einsum("oc,nc...->no...", W[g * (o // groups):(g + 1) * (o // groups), :, *tap],
-                           win[:, g * cg:(g + 1) * cg]) for g in range(groups)]
-        out = out + np.concatenate(parts, axis=1)
-    if b is not None:
-        out = out + b.reshape((1, -1) + (1,) * (W.ndim - 2))
-    return out
-
-
-def np_avg_pool(x, kernel, stride, pad):
-    taps = np_windows(x, kernel, stride, (1,) * len(kernel), [(pad, pad)] * len(kernel))
-    return sum(taps.values()) / np.prod(kernel)
-
-
-def np_max_pool(x, kernel, stride, pad):
-    taps = np_windows(x, kernel, stride, (1,) * len(kernel), [(pad, pad)] * len(kernel), -np.inf)
-    return np.max(np.stack(list(taps.values())), axis=0)
 
 
 # ----------------------------------------------------------------------------- one model, every option
@@ -110,15 +76,6 @@ def small_cnn():
     return _cnn(["strided", "max2p", "c1d", "avg1"])
 
 
-def _central(f, theta, eps=1e-6):
-    cols = []
-    for k in range(theta.size):
-        e = np.zeros_like(theta)
-        e[k] = eps
-        cols.append((f(theta + e) - f(theta - e)) / (2 * eps))
-    return np.stack(cols, axis=-1)
-
-
 def test_every_option_matches_numpy_values_and_gradient(cnn):
     m, theta, X, X1, T = cnn
     p = m.unflatten(theta)
@@ -128,7 +85,7 @@ def test_every_option_matches_numpy_values_and_gradient(cnn):
     def np_loss(th):
         return np.mean((_reference(X, X1, m.unflatten(th)) - T) ** 2)
     assert f == pytest.approx(np_loss(theta), rel=1e-12)
-    np.testing.assert_allclose(g, _central(np_loss, theta), rtol=1e-6, atol=1e-9)   # independent of our kernels
+    np.testing.assert_allclose(g, central(np_loss, theta), rtol=1e-6, atol=1e-9)   # independent of our kernels
 
 
 def test_curvature_gauss_newton_and_jacobian_of_a_cnn(small_cnn):
@@ -142,7 +99,7 @@ def test_curvature_gauss_newton_and_jacobian_of_a_cnn(small_cnn):
     gn = m.gnvp(theta, v, X, X1, T)
     assert v @ gn >= 0 and u @ gn == pytest.approx(v @ m.gnvp(theta, u, X, X1, T), rel=1e-10)
     J = m.jacobian(theta, X[:2], X1[:2])
-    fd = _central(lambda th: m.predict(th, X[:2], X1[:2]), theta)
+    fd = central(lambda th: m.predict(th, X[:2], X1[:2]), theta)
     np.testing.assert_allclose(J, fd, rtol=1e-6, atol=1e-9)
     # Gauss-Newton of the mean squared error from the Jacobian: 2/(N K) J^T J v
     Jf = m.jacobian(theta, X, X1).reshape(len(X), -1, m.n_params)
@@ -217,7 +174,7 @@ def test_convolutions_big_enough_are_one_blas_product_per_sample():
         return np_conv(a, p["c2.W"], p["c2.b"], (2, 2), [(0, 0)] * 2, (1, 1))
     np.testing.assert_allclose(m.predict(theta, X), np_out(p), rtol=1e-12, atol=1e-13)
     np_loss = lambda th: np.mean((np_out(m.unflatten(th)) - T) ** 2)   # noqa: E731
-    np.testing.assert_allclose(m.value_and_grad(theta, X, T)[1], _central(np_loss, theta), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(m.value_and_grad(theta, X, T)[1], central(np_loss, theta), rtol=1e-6, atol=1e-9)
     v = RNG.normal(size=m.n_params)
     grad = lambda th: m.value_and_grad(th, X, T)[1]   # noqa: E731
     np.testing.assert_allclose(m.hvp(theta, v, X, T), (grad(theta + 1e-5 * v) - grad(theta - 1e-5 * v)) / 2e-5,

@@ -8,6 +8,11 @@ import pytest
 
 import symgrad as sg
 
+try:
+    from .reference_conv import central   # type: ignore[attr-defined]
+except ImportError:   # pragma: no cover - run from the tests folder
+    from reference_conv import central   # type: ignore[no-redef]
+
 RNG = np.random.default_rng(7)
 X = RNG.normal(size=(9, 2, 3, 4))
 T = RNG.normal(size=(9, 2, 3, 4))
@@ -36,15 +41,6 @@ def _numpy_grad(p: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray) -> dict[
             "d": -g_h.sum(axis=(0, 1, 3)).reshape(3, 1)}
 
 
-def _central(f, theta: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    out = []
-    for k in range(theta.size):
-        e = np.zeros_like(theta)
-        e[k] = eps
-        out.append((f(theta + e) - f(theta - e)) / (2 * eps))
-    return np.stack(out, axis=-1)
-
-
 def test_rank_3_data_and_broadcasting_match_numpy(broadcast_model: sg.Model) -> None:
     m = broadcast_model
     theta = RNG.normal(size=m.n_params)
@@ -55,7 +51,7 @@ def test_rank_3_data_and_broadcasting_match_numpy(broadcast_model: sg.Model) -> 
     np.testing.assert_allclose(f, np.mean((_numpy_forward(p, X)[1] - T) ** 2), rtol=1e-13)
     ref = _numpy_grad(p, X, T)
     np.testing.assert_allclose(g, np.concatenate([ref[k].ravel() for k in p]), rtol=1e-11, atol=1e-14)
-    np.testing.assert_allclose(g, _central(lambda th: m.loss(th, X, T), theta), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(g, central(lambda th: m.loss(th, X, T), theta), rtol=1e-6, atol=1e-9)
 
 
 def test_rank_3_curvature_and_jacobian(broadcast_model: sg.Model) -> None:
@@ -63,13 +59,13 @@ def test_rank_3_curvature_and_jacobian(broadcast_model: sg.Model) -> None:
     theta, u, v = (RNG.normal(size=m.n_params) for _ in range(3))
     grad = lambda th: m.value_and_grad(th, X, T)[1]   # noqa: E731
     hv = m.hvp(theta, v, X, T)
-    np.testing.assert_allclose(hv, _central(grad, theta) @ v, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(hv, central(grad, theta) @ v, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(u @ hv, v @ m.hvp(theta, u, X, T), rtol=1e-10)
     gn = m.gnvp(theta, v, X, T)
     assert v @ gn >= 0 and np.isclose(u @ gn, v @ m.gnvp(theta, u, X, T), rtol=1e-10)
     jac = m.jacobian(theta, X)
     assert jac.shape == (9, 2, 3, 4, m.n_params)
-    fd = _central(lambda th: m.predict(th, X), theta)
+    fd = central(lambda th: m.predict(th, X), theta)
     np.testing.assert_allclose(jac, fd, rtol=1e-6, atol=1e-9)
 
 
@@ -87,7 +83,7 @@ def test_sum_and_mean_over_axes() -> None:
     Y = X * m.unflatten(theta)["w"]
     ref = Y.sum(axis=(1, 3)) * Y.mean(axis=-1).sum(axis=1) + (Y.sum(axis=2).sum(axis=(1, 2)) + Y.mean(axis=(1, 2, 3)))[:, None]
     np.testing.assert_allclose(m.predict(theta, X), ref, rtol=1e-12)
-    np.testing.assert_allclose(m.value_and_grad(theta, X)[1], _central(lambda th: m.loss(th, X), theta),
+    np.testing.assert_allclose(m.value_and_grad(theta, X)[1], central(lambda th: m.loss(th, X), theta),
                                rtol=1e-6, atol=1e-8)
 
 
@@ -116,7 +112,7 @@ def test_constants_numpy_arrays_zeros_and_ones() -> None:
     assert m.n_params == 12   # constants are not parameters
     W = m.unflatten(theta)["w"]
     np.testing.assert_allclose(m.predict(theta, X), np.tanh(C * X * W + 1 + np.arange(1.0, 5.0)), rtol=1e-13)
-    np.testing.assert_allclose(m.value_and_grad(theta, X, Tt)[1], _central(lambda th: m.loss(th, X, Tt), theta),
+    np.testing.assert_allclose(m.value_and_grad(theta, X, Tt)[1], central(lambda th: m.loss(th, X, Tt), theta),
                                rtol=1e-6, atol=1e-9)
     assert "CONST_constant = np.array(" in m.source("module")   # one module-level array, read by name
     m32 = sg.compile(sg.mse(h, t), output=h, dtype=np.float32)

@@ -18,9 +18,9 @@ from symgrad.harness import command, methods, problems, protocol
 from symgrad.optim import HISTORY_FIELDS
 
 try:
-    from . import test_convolution as C   # type: ignore[attr-defined]   (its NumPy convolution)
+    from . import reference_conv as C   # type: ignore[attr-defined]
 except ImportError:   # pragma: no cover - run from the tests folder
-    import test_convolution as C   # type: ignore[no-redef]
+    import reference_conv as C   # type: ignore[no-redef]
 
 SKLEARN = ("logistic", "softmax", "digits_mlp", "autoencoder", "digits_cnn", "digits_resnet")
 

@@ -5,9 +5,12 @@ PyTensor's ``link/numba/dispatch``): the core lowering (:mod:`codegen.lower`) is
 A rule gives ``emit`` (the statements computing the value at per-sample
 index variables, inside the row loop when the value is batched) and,
 optionally, ``store`` (how the value is held, when the op decides it:
-leaves, constants, aliases), ``gemm_plan`` (a contraction worth a BLAS call)
-and ``is_sum`` (an addition of its arguments, which lets batch sums share one
-accumulator). ``computes`` False: the op emits no statement (leaves, detach).
+leaves, constants, aliases), ``gemm_plan`` (a contraction worth a BLAS call),
+``rows_plan`` (one worth a BLAS call per sample) and ``is_sum`` (an addition
+of its arguments, which lets batch sums share one accumulator).
+``computes`` False: the op emits no statement (leaves, detach);
+``reads_through``: ``emit`` reads its operands only through ``Lowering.ref``,
+so an index map feeding it need not be stored.
 """
 from __future__ import annotations
 
@@ -32,8 +35,10 @@ class LoweringRule:
     emit: Callable[[Lowering, Assign, str | None], list[Stmt]]
     store: Callable[[Lowering, Assign], Any] | None = None
     gemm_plan: Callable[[Lowering, Assign, bool], tuple[str, bool, str, bool] | None] | None = None
+    rows_plan: Callable[[Assign], tuple | None] | None = None
     is_sum: Callable[[Assign], bool] | None = None
     computes: bool = True
+    reads_through: bool = False
 
 
 _RULES: dict[type, LoweringRule] = {}

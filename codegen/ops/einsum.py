@@ -144,4 +144,4 @@ def rows_plan(a: Assign) -> tuple[int, int, bool, int, int, int, bool, bool, int
     return first, second, swap, m, k, n, ta, tb, mode
 
 
-register(Einsum, LoweringRule(emit, gemm_plan=gemm_plan))
+register(Einsum, LoweringRule(emit, gemm_plan=gemm_plan, rows_plan=rows_plan, reads_through=True))

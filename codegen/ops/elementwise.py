@@ -34,4 +34,4 @@ def is_sum(a: Assign) -> bool:
     return len(a.args) > 1 and a.op.fn.expr == sp.Add(*arg_symbols(len(a.args)))
 
 
-register(Elementwise, LoweringRule(emit, store=store, is_sum=is_sum))
+register(Elementwise, LoweringRule(emit, store=store, is_sum=is_sum, reads_through=True))

@@ -13,13 +13,10 @@ from typing import TYPE_CHECKING
 import sympy as sp
 
 from symgrad.ir import Assign
-from symgrad.ops.einsum import Einsum
-from symgrad.ops.elementwise import Elementwise
 from symgrad.ops.index_map import LOOP_NAMES, IndexMap, IndexScatter, Map
 
 from ..kernel_ir import Affine, Compute, If, Ref, Stmt
-from . import LoweringRule, register
-from .einsum import rows_plan
+from . import LoweringRule, register, rule_for
 
 if TYPE_CHECKING:
     from ..lower import Lowering, Store
@@ -34,10 +31,9 @@ def _in_bounds(m: Map, idx: tuple[str, ...]) -> sp.Basic | None:
     (None: it never does)."""
     syms = [sp.Symbol(v, integer=True) for v in idx]
     tests = []
-    for ax, n in zip(m.axes, m.source):
+    for k, (ax, n) in enumerate(zip(m.axes, m.source)):
         e = sum((c * s for c, s in zip(ax.coefs, syms) if c), sp.Integer(ax.const))
-        lo = ax.const + sum(min(0, c * (d - 1)) for c, d in zip(ax.coefs, m.shape))
-        hi = ax.const + sum(max(0, c * (d - 1)) for c, d in zip(ax.coefs, m.shape))
+        lo, hi = m.reach(k)
         if lo < 0:
             tests.append(sp.GreaterThan(e, 0, evaluate=False))
         if hi >= n:
@@ -158,9 +154,10 @@ def _gather(L: Lowering, a: Assign, form: tuple[dict[int, tuple[int, int]], list
 
 
 def store_index_map(L: Lowering, a: Assign) -> Store | None:
-    """A map that never leaves its operand's bounds, read only by elementwise ops and einsums
-    (which read their operands through ``L.ref``), is not stored: they read its operand at the
-    mapped index (a convolution's windows, a transpose, a slice). On the CPU, per sample."""
+    """A map that never leaves its operand's bounds, read only by ops whose rules read operands
+    through ``L.ref`` (``reads_through``: elementwise ops, einsums) and not as a matrix, is not
+    stored: they read its operand at the mapped index (a convolution's windows, a transpose, a
+    slice). On the CPU, per sample."""
     from ..lower import Store
     m, (x,) = a.op.map, a.args
     if L.limits.name != "cpu" or not (a.out.batched and x.batched and m.in_bounds_everywhere()):
@@ -168,9 +165,9 @@ def store_index_map(L: Lowering, a: Assign) -> Store | None:
     if L.store[x.name].kind not in ("array", "map") or a.out.name in {v.name for _, v in L.program.outputs}:
         return None
     users = L.consumers.get(a.out.name, [])
-    if not users or any(not isinstance(u.op, (Elementwise, Einsum)) for u in users):
+    if not users or any(not rule_for(u.op).reads_through for u in users):
         return None
-    if any(rows_plan(u) is not None for u in users):   # a product per sample reads it as a matrix
+    if any(L.rows_plan(u) is not None for u in users):   # a product per sample reads it as a matrix
         return None
     return Store("map", a.out.name, over=(x, m))
 

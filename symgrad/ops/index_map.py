@@ -19,8 +19,7 @@ tangent (with fill 0: a padding constant has no tangent).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -71,14 +70,16 @@ class Map:
         if any(d <= 0 for d in self.shape + self.source):
             raise IRError(f"index map: empty shape {self.shape} or source {self.source}")
 
+    def reach(self, k: int) -> tuple[int, int]:
+        """The least and the largest index the map reads on source axis ``k``."""
+        a = self.axes[k]
+        lo = a.const + sum(min(0, c * (d - 1)) for c, d in zip(a.coefs, self.shape))
+        hi = a.const + sum(max(0, c * (d - 1)) for c, d in zip(a.coefs, self.shape))
+        return lo, hi
+
     def in_bounds_everywhere(self) -> bool:
         """Does every output element read inside the source (no bounds test needed)?"""
-        for a, n in zip(self.axes, self.source):
-            lo = a.const + sum(min(0, c * (d - 1)) for c, d in zip(a.coefs, self.shape))
-            hi = a.const + sum(max(0, c * (d - 1)) for c, d in zip(a.coefs, self.shape))
-            if lo < 0 or hi >= n:
-                return False
-        return True
+        return all(0 <= self.reach(k)[0] and self.reach(k)[1] < n for k, n in enumerate(self.source))
 
     def positions(self) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         """The source index of every output element (each an array shaped like the output), and
